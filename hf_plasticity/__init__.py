@@ -3,3 +3,49 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .components import (
+    COMPONENTS,
+    THEORETICAL_RANKING,
+    ComponentMap,
+    ComponentSpec,
+    get_component_map,
+    register_component_map,
+    registered_model_types,
+    resolve_components,
+)
+from .errors import (
+    EmptyDataError,
+    InvalidInputError,
+    MissingDataError,
+    NotEnoughPairsError,
+    PlasticityError,
+    ReportFormatError,
+    UnknownComponentError,
+    UnsupportedModelError,
+)
+from .estimator import measure_plasticity
+from .report import ComponentStat, PlasticityReport
+
+__all__ = [
+    "COMPONENTS",
+    "THEORETICAL_RANKING",
+    "ComponentMap",
+    "ComponentSpec",
+    "ComponentStat",
+    "EmptyDataError",
+    "InvalidInputError",
+    "MissingDataError",
+    "NotEnoughPairsError",
+    "PlasticityError",
+    "PlasticityReport",
+    "ReportFormatError",
+    "UnknownComponentError",
+    "UnsupportedModelError",
+    "__version__",
+    "get_component_map",
+    "measure_plasticity",
+    "register_component_map",
+    "registered_model_types",
+    "resolve_components",
+]

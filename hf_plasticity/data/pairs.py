@@ -1,0 +1,245 @@
+"""Turn what users have (tensors, DataLoaders, ``datasets.Dataset`` + image processor) into pixel pairs.
+
+The paper pairs an image x of the pretraining distribution (the *reference*) with an image y of the
+downstream data; without a reference, pairs are disjoint draws from the downstream data. Indexable
+sources are sampled with a seeded generator, so a measurement is reproducible; DataLoaders are streamed
+in the order they yield.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import EmptyDataError, InvalidInputError, NotEnoughPairsError
+
+DEFAULT_MAX_PAIRS = 12_800
+"""Pairs measured when the caller does not say: the paper's 200 batches of 64."""
+
+
+@dataclass
+class PairBatches:
+    """An iterator of ``(x, y)`` pixel batches plus what a report needs to say about it."""
+
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    num_pairs: int | None
+    data_name: str
+    reference_name: str | None
+
+
+class _Indexable:
+    """A source whose items can be fetched by index: a pixel tensor or a ``datasets.Dataset``."""
+
+    def __init__(self, obj: Any, processor: Any, num_channels: int, role: str) -> None:
+        self.obj = obj
+        self.processor = processor
+        self.num_channels = num_channels
+        self.role = role
+        self.image_column: str | None = None
+        if _is_hf_dataset(obj):
+            self.image_column = _find_image_column(obj, role)
+            if self.image_column != "pixel_values" and processor is None:
+                raise InvalidInputError(
+                    f"the {role} data set has images in column {self.image_column!r} but no image processor "
+                    "was given and none could be loaded for the model; pass image_processor="
+                    "AutoImageProcessor.from_pretrained(<model id>)"
+                )
+
+    def __len__(self) -> int:
+        return len(self.obj)
+
+    def fetch(self, index: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.obj, torch.Tensor):
+            return self.obj[index]
+        rows = self.obj[index.tolist()]
+        column = rows[self.image_column]
+        if self.image_column == "pixel_values":
+            return torch.as_tensor(np.asarray(column), dtype=torch.float32)
+        mode = "RGB" if self.num_channels == 3 else "L" if self.num_channels == 1 else None
+        images = [_to_pil(im, mode) for im in column]
+        return self.processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def make_pair_batches(
+    data: Any,
+    reference: Any = None,
+    *,
+    num_pairs: int | None,
+    batch_size: int,
+    seed: int,
+    image_processor: Any = None,
+    num_channels: int = 3,
+    data_name: str | None = None,
+    reference_name: str | None = None,
+) -> PairBatches:
+    """Plan the pairs and return the batches that realise them (nothing is loaded yet)."""
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size}")
+    if num_pairs is not None and num_pairs < 1:
+        raise InvalidInputError(f"num_pairs must be a positive integer or None, got {num_pairs}")
+    names = (
+        data_name or describe(data),
+        None if reference is None else reference_name or describe(reference),
+    )
+    if _is_stream(data) or (reference is not None and _is_stream(reference)):
+        return PairBatches(_stream_pairs(data, reference, num_pairs), num_pairs, *names)
+
+    src = _as_indexable(data, image_processor, num_channels, "downstream")
+    ref = None if reference is None else _as_indexable(reference, image_processor, num_channels, "reference")
+    if ref is None:
+        available, why = len(src) // 2, f"{len(src)} downstream examples make {len(src) // 2} disjoint pairs"
+    else:
+        available = min(len(src), len(ref))
+        why = f"{len(ref)} reference and {len(src)} downstream examples make {available} pairs"
+    if num_pairs is None:
+        num_pairs = min(available, DEFAULT_MAX_PAIRS)
+    if num_pairs < 1 or num_pairs > available:
+        raise NotEnoughPairsError(
+            f"asked for {num_pairs} pairs but {why}; pass num_pairs <= {available} or more data"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    if ref is None:
+        perm = torch.randperm(len(src), generator=gen)
+        x_idx, y_idx, x_src = perm[:num_pairs], perm[num_pairs : 2 * num_pairs], src
+    else:
+        x_idx = torch.randperm(len(ref), generator=gen)[:num_pairs]
+        y_idx = torch.randperm(len(src), generator=gen)[:num_pairs]
+        x_src = ref
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, num_pairs, batch_size):
+            stop = min(start + batch_size, num_pairs)
+            yield x_src.fetch(x_idx[start:stop]), src.fetch(y_idx[start:stop])
+
+    return PairBatches(batches(), num_pairs, *names)
+
+
+def _stream_pairs(
+    data: Any, reference: Any, num_pairs: int | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs from DataLoaders in their own order: zipped with the reference, else each batch halved."""
+    limit = DEFAULT_MAX_PAIRS if num_pairs is None else num_pairs
+    produced = 0
+    if reference is None:
+        stream: Iterator[tuple[torch.Tensor, torch.Tensor]] = (
+            (b[: len(b) // 2], b[len(b) // 2 : 2 * (len(b) // 2)]) for b in map(_pixels_of, data)
+        )
+    else:
+        stream = zip(map(_pixels_of, _batched(reference)), map(_pixels_of, _batched(data)), strict=False)
+    for x, y in stream:
+        n = min(len(x), len(y), limit - produced)
+        if n <= 0:
+            continue
+        produced += n
+        yield x[:n], y[:n]
+        if produced >= limit:
+            return
+    if produced == 0:
+        raise EmptyDataError(
+            "the data yielded no pairs: the DataLoader is empty or its batches have one example"
+        )
+    if num_pairs is not None and produced < num_pairs:
+        raise NotEnoughPairsError(
+            f"asked for {num_pairs} pairs but the DataLoader(s) yielded only {produced}; "
+            f"pass num_pairs <= {produced} or more data"
+        )
+
+
+def _as_indexable(obj: Any, processor: Any, num_channels: int, role: str) -> _Indexable:
+    if isinstance(obj, np.ndarray):
+        obj = torch.from_numpy(obj)
+    if isinstance(obj, torch.Tensor):
+        if obj.ndim != 4:
+            raise InvalidInputError(
+                f"{role} pixel values must have shape (N, channels, height, width), got {tuple(obj.shape)}"
+            )
+        obj = obj.float() if not obj.is_floating_point() else obj
+    elif not _is_hf_dataset(obj):
+        raise InvalidInputError(
+            f"cannot read {role} data of type {type(obj).__name__}: pass a pixel tensor (N, C, H, W), a "
+            "torch DataLoader, or a datasets.Dataset with an image column (plus an image processor)"
+        )
+    if len(obj) == 0:
+        raise EmptyDataError(f"the {role} data is empty: it holds no examples")
+    return _Indexable(obj, processor, num_channels, role)
+
+
+def _batched(obj: Any) -> Iterable[Any]:
+    """A stream of batches from a DataLoader, or a whole tensor as a single batch."""
+    if isinstance(obj, torch.Tensor | np.ndarray):
+        return [obj]
+    return obj
+
+
+def _pixels_of(batch: Any) -> torch.Tensor:
+    if isinstance(batch, dict) or hasattr(batch, "keys"):
+        if "pixel_values" not in batch:
+            raise InvalidInputError(
+                f"DataLoader batches are dicts without 'pixel_values' (keys: {list(batch)})"
+            )
+        batch = batch["pixel_values"]
+    elif isinstance(batch, list | tuple):
+        batch = batch[0]
+    batch = torch.as_tensor(batch)
+    if batch.ndim != 4:
+        raise InvalidInputError(
+            f"pixel batches must have shape (N, channels, height, width), got {tuple(batch.shape)}"
+        )
+    return batch if batch.is_floating_point() else batch.float()
+
+
+def _is_stream(obj: Any) -> bool:
+    return isinstance(obj, torch.utils.data.DataLoader) or (
+        isinstance(obj, Iterable)
+        and not isinstance(obj, torch.Tensor | np.ndarray)
+        and not _is_hf_dataset(obj)
+    )
+
+
+def _is_hf_dataset(obj: Any) -> bool:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        return False
+    return isinstance(obj, datasets.Dataset)
+
+
+def _find_image_column(ds: Any, role: str) -> str:
+    import datasets
+
+    if "pixel_values" in ds.column_names:
+        return "pixel_values"
+    for name, feature in ds.features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    for name in ("image", "img", "images"):
+        if name in ds.column_names:
+            return name
+    raise InvalidInputError(
+        f"the {role} data set has no image column (columns: {ds.column_names}); cast one with "
+        "dataset.cast_column(name, datasets.Image()) or add a 'pixel_values' column"
+    )
+
+
+def _to_pil(image: Any, mode: str | None) -> Any:
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image))
+    return image.convert(mode) if mode and image.mode != mode else image
+
+
+def describe(obj: Any) -> str:
+    """A short human name for a data source, recorded in reports."""
+    info = getattr(obj, "info", None)
+    for attr in ("dataset_name", "builder_name"):
+        name = getattr(info, attr, None)
+        if name:
+            return str(name)
+    if isinstance(obj, torch.Tensor | np.ndarray):
+        return f"tensor{tuple(obj.shape)}"
+    return type(obj).__name__

@@ -1,0 +1,82 @@
+"""Streaming rate statistics that merge exactly across batches and processes.
+
+Only counts, sums and sums of squares are kept per (layer, component), so shards measured by several
+processes combine by addition (what ``accelerate``'s reduce does) and nothing grows with the data but the
+optional per-pair rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class RateStats:
+    """Per (layer, component) count, sum, sum of squares and excluded-pair count, on the compute device."""
+
+    count: torch.Tensor
+    total: torch.Tensor
+    total_sq: torch.Tensor
+    excluded: torch.Tensor
+    keep_rates: bool = True
+    _rates: list[torch.Tensor] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def zeros(
+        cls, num_layers: int, num_components: int, device: torch.device, keep_rates: bool = True
+    ) -> RateStats:
+        def z() -> torch.Tensor:
+            return torch.zeros(num_layers, num_components, dtype=torch.float64, device=device)
+
+        return cls(z(), z(), z(), z(), keep_rates)
+
+    def update(self, rates: torch.Tensor, valid: torch.Tensor) -> None:
+        """Add a batch of rates of shape (pairs, layers, components); ``valid`` marks pairs to count."""
+        r = torch.where(valid, rates, torch.zeros((), dtype=rates.dtype, device=rates.device)).double()
+        self.count += valid.sum(0)
+        self.excluded += (~valid).sum(0)
+        self.total += r.sum(0)
+        self.total_sq += (r * r).sum(0)
+        if self.keep_rates:
+            self._rates.append(torch.where(valid, rates, torch.full_like(rates, float("nan"))).float())
+
+    def merge(self, other: RateStats) -> RateStats:
+        """The statistics of both shards together (rates concatenated when both kept them)."""
+        out = RateStats(
+            self.count + other.count,
+            self.total + other.total,
+            self.total_sq + other.total_sq,
+            self.excluded + other.excluded,
+            self.keep_rates and other.keep_rates,
+        )
+        if out.keep_rates:
+            out._rates = [*self._rates, *other._rates]
+        return out
+
+    def rates(self) -> np.ndarray | None:
+        """All kept per-pair rates as one (pairs, layers, components) array; NaN marks excluded pairs."""
+        if not self.keep_rates:
+            return None
+        if not self._rates:
+            return np.zeros((0, *self.count.shape), dtype=np.float32)
+        return torch.cat(self._rates).cpu().numpy()
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return {
+            "count": self.count.cpu().numpy().astype(np.int64),
+            "sum": self.total.cpu().numpy(),
+            "sum_sq": self.total_sq.cpu().numpy(),
+            "excluded": self.excluded.cpu().numpy().astype(np.int64),
+        }
+
+
+def mean_std(count: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation (ddof=1) from sums; NaN mean where nothing was counted."""
+    count = np.asarray(count, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        var = np.where(count > 1, (total_sq - count * mean * mean) / np.maximum(count - 1, 1), 0.0)
+    return mean, np.sqrt(np.clip(var, 0.0, None))
