@@ -1,0 +1,133 @@
+"""PlasticityReport: statistics, rankings, JSON round trip, merging, markdown and figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hf_plasticity import PlasticityReport, ReportFormatError, UnknownComponentError, measure_plasticity
+
+from .conftest import pixels
+
+
+@pytest.fixture(scope="module")
+def report() -> PlasticityReport:
+    from .conftest import TINY_MODELS
+
+    return measure_plasticity(TINY_MODELS["vit"](), pixels(40, seed=11), progress=False, data_name="noise")
+
+
+def test_json_round_trip(report: PlasticityReport, tmp_path: Path) -> None:
+    path = report.save(tmp_path / "sub" / "report.json")
+    back = PlasticityReport.load(path)
+    np.testing.assert_array_equal(back.count, report.count)
+    np.testing.assert_array_equal(back.sum, report.sum)
+    np.testing.assert_array_equal(back.rates, report.rates)
+    np.testing.assert_allclose(back.ci95, report.ci95)
+    assert back.ranking() == report.ranking()
+    assert back.ranked_modules() == report.ranked_modules()
+    assert back.model == report.model and back.model["config_hash"]
+    assert (back.protocol, back.num_pairs, back.data_name, back.seed) == ("shared", 20, "noise", 0)
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "hf_plasticity.report" and doc["ranking"] == report.ranking()
+    assert set(doc["summary"]) == set(report.components)
+
+
+def test_statistics_and_ranking_agree_with_the_rates(report: PlasticityReport) -> None:
+    rates = report.rates.astype(np.float64)
+    np.testing.assert_allclose(report.mean, rates.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(report.ci95, 1.96 * rates.std(0, ddof=1) / np.sqrt(20), rtol=1e-4)
+    pooled = {c: rates[:, :, i].mean() for i, c in enumerate(report.components)}
+    assert report.ranking() == sorted(pooled, key=lambda c: -pooled[c])
+    assert report.stat("mha").n == 40 and report.stat("mha", layer=1).n == 20
+    modules = report.ranked_modules()
+    scores = report.module_scores()
+    assert len(modules) == 10 and [scores[m] for m in modules] == sorted(scores.values(), reverse=True)
+    assert report.ranked_modules(["mha"]) == sorted(report.module_paths["mha"], key=lambda p: -scores[p])
+    with pytest.raises(UnknownComponentError):
+        report.ranked_modules(["attention"])
+
+
+def test_merging_shards_equals_measuring_once(tiny_vit: nn.Module) -> None:
+    x, y = pixels(12, seed=12), pixels(12, seed=13)
+    dl = lambda t: torch.utils.data.DataLoader(t, batch_size=4)  # noqa: E731
+    whole = measure_plasticity(tiny_vit, dl(y), reference=dl(x), progress=False)
+    a = measure_plasticity(tiny_vit, dl(y[:5]), reference=dl(x[:5]), progress=False)
+    b = measure_plasticity(tiny_vit, dl(y[5:]), reference=dl(x[5:]), progress=False)
+    merged = a.merge(b)
+    np.testing.assert_array_equal(merged.count, whole.count)
+    np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-6)
+    np.testing.assert_allclose(merged.std, whole.std, rtol=1e-5)
+    np.testing.assert_allclose(merged.rates, whole.rates, rtol=1e-6)
+    assert merged.num_pairs == 12
+    other = measure_plasticity(tiny_vit, dl(y), reference=dl(x), protocol="in_situ", progress=False)
+    with pytest.raises(ValueError, match="cannot merge"):
+        whole.merge(other)
+
+
+def test_markdown_table(report: PlasticityReport) -> None:
+    md = report.to_markdown(per_layer=True)
+    lines = md.splitlines()
+    assert lines[0].startswith("| rank | component | plasticity")
+    assert lines[2].startswith(f"| 1 | {report.ranking()[0]} |")
+    layer_rows = lines[lines.index("") + 3 :]
+    assert [row.split(" | ")[0] for row in layer_rows] == ["| 0", "| 1"]
+    assert all(row.count("±") == len(report.components) for row in layer_rows)
+    assert "±" in md
+
+
+def test_plot_writes_both_views(report: PlasticityReport, tmp_path: Path) -> None:
+    fig = report.plot(tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dist, depth = fig.axes
+    assert [t.get_text() for t in dist.get_xticklabels()] == report.ranking()
+    assert len(depth.get_lines()) == len(report.components)
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_plot_without_rates_shows_means(report: PlasticityReport, tmp_path: Path) -> None:
+    no_rates = PlasticityReport.from_dict({**report.to_dict(), "rates": None})
+    fig = no_rates.plot(tmp_path / "fig.svg")
+    assert (tmp_path / "fig.svg").read_text().lstrip().startswith("<?xml")
+    assert len(fig.axes[0].patches) == len(report.components)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"hello": 1}', "schema"),
+        ('{"schema": "hf_plasticity.report", "schema_version": 99}', "newer"),
+        ('{"schema": "hf_plasticity.report", "schema_version": 1, "components": []}', "incomplete"),
+        (b"\xff\xfe\x00garbage", "not valid JSON"),
+    ],
+)
+def test_corrupt_or_foreign_report_files(tmp_path: Path, content: str | bytes, match: str) -> None:
+    path = tmp_path / "r.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ReportFormatError, match=match):
+        PlasticityReport.load(path)
+
+
+def test_missing_report_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="hf-plasticity measure"):
+        PlasticityReport.load(tmp_path / "nope.json")
+
+
+def test_failed_save_keeps_the_old_file(report: PlasticityReport, tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "report.json"
+    path.write_text("precious")
+
+    def boom(self: PlasticityReport, indent: int | None = 2) -> str:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(PlasticityReport, "to_json", boom)
+    with pytest.raises(RuntimeError):
+        report.save(path)
+    assert path.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
