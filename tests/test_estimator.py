@@ -205,7 +205,7 @@ def test_unsupported_model_names_supported_types_and_the_fix() -> None:
     )
     with pytest.raises(UnsupportedModelError, match=r"'bert'.*vit.*register_component_map"):
         measure_plasticity(bert, pixels(4), progress=False)
-    with pytest.raises(UnsupportedModelError, match="no config.model_type"):
+    with pytest.raises(UnsupportedModelError, match=r"no config\.model_type"):
         measure_plasticity(nn.Linear(3, 3), pixels(4), progress=False)
 
 
