@@ -1,0 +1,203 @@
+"""``hf-plasticity``: measure, show and demo from the shell. Thin: parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .components import COMPONENTS, THEORETICAL_RANKING, registered_model_types
+from .errors import PlasticityError
+
+if TYPE_CHECKING:
+    from .report import PlasticityReport
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hf-plasticity`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except (PlasticityError, FileNotFoundError) as exc:
+        print(f"hf-plasticity: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-plasticity",
+        description="Measure the plasticity of transformer components: which parts are worth finetuning?",
+    )
+    sub = parser.add_subparsers(title="commands")
+
+    m = sub.add_parser("measure", help="measure a model's component plasticity and write a JSON report")
+    m.add_argument("--model", required=True, help="Hub id, local checkpoint folder, or 'bundled'")
+    m.add_argument(
+        "--data", required=True, help="downstream data: a bundled name, a local folder or a Hub id"
+    )
+    m.add_argument(
+        "--reference", help="pretraining-like data supplying x of each pair (default: pairs within --data)"
+    )
+    m.add_argument("--split", help="split of the downstream data for Hub or saved data sets (default: test)")
+    m.add_argument("--reference-split", help="split of the reference data (default: test)")
+    m.add_argument("--out", required=True, type=Path, help="where to write the report (JSON)")
+    m.add_argument("--plot", type=Path, help="also write the figure (PNG, SVG or PDF)")
+    _measure_options(m)
+    m.set_defaults(run=_run_measure)
+
+    d = sub.add_parser(
+        "demo", help="measure the bundled ViT: Fashion-MNIST as reference, digits as downstream"
+    )
+    d.add_argument(
+        "--out-dir", type=Path, default=Path("plasticity-demo"), help="where to write report and figure"
+    )
+    _measure_options(d)
+    d.set_defaults(run=_run_demo)
+
+    s = sub.add_parser("show", help="print a saved report's ranking (and optionally plot it)")
+    s.add_argument("report", type=Path)
+    s.add_argument("--per-layer", action="store_true", help="also print the per-layer table")
+    s.add_argument("--plot", type=Path, help="write the figure")
+    s.set_defaults(run=_run_show)
+
+    ls = sub.add_parser("list", help="list supported model types, components and bundled data sets")
+    ls.set_defaults(run=_run_list)
+    return parser
+
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--protocol", choices=["shared", "in_situ"], default="shared", help="default: shared (paper)"
+    )
+    p.add_argument(
+        "--num-pairs", type=int, help="pairs to measure (default: all the data allow, at most 12800)"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--components", nargs="+", metavar="NAME", help=f"subset of {', '.join(COMPONENTS)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--per-layer", action="store_true", help="also print the per-layer table")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run_measure(args: argparse.Namespace) -> int:
+    from .data.loaders import load_named_dataset
+
+    data = load_named_dataset(args.data, split=args.split)
+    reference = (
+        None if args.reference is None else load_named_dataset(args.reference, split=args.reference_split)
+    )
+    _measure_and_print(args, args.model, data, reference, args.data, args.reference, args.out, args.plot)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .data.loaders import load_digits_dataset, load_fashion_mnist, load_fashion_mnist_sample
+    from .errors import MissingDataError
+    from .models import BUNDLED
+
+    try:
+        reference, ref_name = load_fashion_mnist("test"), "fashion-mnist (test split)"
+    except MissingDataError:
+        reference, ref_name = load_fashion_mnist_sample(), "fashion-mnist-sample (bundled)"
+    out = args.out_dir
+    print(
+        f"Bundled ViT (pretrained on Fashion-MNIST); reference: {ref_name}; downstream: scikit-learn digits"
+    )
+    report = _measure_and_print(
+        args,
+        BUNDLED,
+        load_digits_dataset(),
+        reference,
+        "digits",
+        ref_name,
+        out / "report.json",
+        out / "plasticity.png",
+    )
+    agree = report.ranking() == [c for c in THEORETICAL_RANKING if c in report.components]
+    print(f"\nTheory (paper): {' > '.join(THEORETICAL_RANKING)}")
+    print(f"Measured:       {' > '.join(report.ranking())}   ({'agrees' if agree else 'differs'})")
+    return 0
+
+
+def _measure_and_print(
+    args: argparse.Namespace,
+    model_name: str,
+    data: object,
+    reference: object,
+    data_name: str,
+    reference_name: str | None,
+    out: Path,
+    plot: Path | None,
+) -> PlasticityReport:
+    import torch
+
+    from .estimator import measure_plasticity
+    from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(model_name)
+    start = time.perf_counter()
+    report = measure_plasticity(
+        model,
+        data,
+        reference,
+        protocol=args.protocol,
+        num_pairs=args.num_pairs,
+        batch_size=args.batch_size,
+        components=args.components,
+        device=device,
+        image_processor=load_image_processor(model_name),
+        seed=args.seed,
+        progress=not args.no_progress,
+        data_name=data_name,
+        reference_name=reference_name,
+    )
+    elapsed = time.perf_counter() - start
+    if model_name == BUNDLED:  # not the install path: the same model on every machine
+        report.model["model_id"] = BUNDLED_MODEL_ID
+    report.save(out)
+    print(f"\n{report.num_pairs} pairs, {report.protocol} protocol, {elapsed:.1f} s on {device}")
+    if report.excluded_pairs:
+        print(f"{report.excluded_pairs} pair(s) with zero input distance were excluded")
+    print(report.to_markdown(per_layer=args.per_layer))
+    print(f"\nreport: {out}")
+    if plot is not None:
+        report.plot(plot)
+        print(f"figure: {plot}")
+    return report
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    from .report import PlasticityReport
+
+    report = PlasticityReport.load(args.report)
+    print(repr(report))
+    print(report.to_markdown(per_layer=args.per_layer))
+    if args.plot is not None:
+        report.plot(args.plot)
+        print(f"figure: {args.plot}")
+    return 0
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    from .components import COMPONENT_DESCRIPTIONS
+    from .data.loaders import available_datasets
+
+    print("model types: " + ", ".join(registered_model_types()))
+    print("components:")
+    for name in COMPONENTS:
+        print(f"  {name:<10} {COMPONENT_DESCRIPTIONS[name]}")
+    print("bundled data sets: " + ", ".join(available_datasets()))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

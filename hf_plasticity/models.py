@@ -1,0 +1,64 @@
+"""Loading models by Hub id or local path, and the small ViT bundled with the package."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError, MissingDataError
+
+BUNDLED = "bundled"
+"""The model name that means the package's own Fashion-MNIST ViT (see ``examples/pretrain_vit.py``)."""
+BUNDLED_MODEL_ID = "hf-plasticity/vit-fashion-mnist"
+"""How reports and cards name the bundled model, whatever folder it was installed in."""
+
+
+def bundled_model_path() -> Path:
+    """Directory of the bundled ViT pretrained on Fashion-MNIST, in Hugging Face format."""
+    path = Path(str(resources.files("hf_plasticity") / "assets" / "vit-fashion-mnist"))
+    if not (path / "config.json").is_file():
+        raise MissingDataError(
+            f"the bundled model is missing from {path}; reinstall hf-plasticity or rebuild it with "
+            "`python examples/pretrain_vit.py`"
+        )
+    return path
+
+
+def resolve_model_name(name_or_path: str) -> str:
+    """``"bundled"`` → the bundled model's directory; anything else unchanged."""
+    return str(bundled_model_path()) if name_or_path == BUNDLED else name_or_path
+
+
+def load_model(name_or_path: str, **kwargs: Any) -> Any:
+    """Load an image model by Hub id or local directory (``"bundled"`` for the bundled ViT).
+
+    Task models (``AutoModelForImageClassification``) are tried first so heads are kept; encoders
+    without a classification head fall back to ``AutoModel``.
+    """
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    name = resolve_model_name(name_or_path)
+    local = Path(name).expanduser()
+    if name.startswith((".", "/", "~")) and not local.exists():
+        raise MissingDataError(f"no model directory at {name!r}; pass a local checkpoint folder or a Hub id")
+    errors = []
+    for auto in (AutoModelForImageClassification, AutoModel):
+        try:
+            return auto.from_pretrained(str(local) if local.exists() else name, **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            errors.append(f"{auto.__name__}: {exc}")
+    raise InvalidInputError(
+        f"could not load a model from {name_or_path!r} (a local folder with config.json and weights, or a "
+        "Hub id reachable from here):\n  " + "\n  ".join(errors)
+    )
+
+
+def load_image_processor(name_or_path: str) -> Any:
+    """The model's own image processor, or None when it ships none."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(resolve_model_name(name_or_path))
+    except (OSError, ValueError, KeyError):
+        return None
