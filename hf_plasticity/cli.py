@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .components import COMPONENTS, THEORETICAL_RANKING, registered_model_types
+from .components import COMPONENTS, THEORETICAL_RANKING, registered_model_types, validate_components
 from .errors import PlasticityError
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ def _measure_options(p: argparse.ArgumentParser) -> None:
 def _run_measure(args: argparse.Namespace) -> int:
     from .data.loaders import load_named_dataset
 
+    validate_components(args.components)  # fail before anything is loaded
     data = load_named_dataset(args.data, split=args.split)
     reference = (
         None if args.reference is None else load_named_dataset(args.reference, split=args.reference_split)

@@ -1,0 +1,111 @@
+"""The ``hf-plasticity`` command end to end: local checkpoints, bundled data, the demo, and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import ViTImageProcessor
+
+from hf_plasticity import COMPONENTS, PlasticityReport
+from hf_plasticity.cli import main
+
+from .conftest import IMAGE_SIZE, TINY_MODELS
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ViT saved like any Hub checkpoint: config, safetensors weights, image processor."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-vit"
+    TINY_MODELS["vit"]().save_pretrained(path)
+    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(path)
+    return path
+
+
+def test_measure_a_local_checkpoint(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, fig = tmp_path / "r" / "report.json", tmp_path / "fig.png"
+    argv = ["measure", "--model", str(checkpoint), "--data", "digits", "--reference", "fashion-mnist-sample"]
+    code = main([*argv, "--num-pairs", "40", "--batch-size", "16", "--out", str(out), "--plot", str(fig)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = PlasticityReport.load(out)
+    assert report.num_pairs == 40 and report.data_name == "digits"
+    assert report.reference_name == "fashion-mnist-sample"
+    assert report.model["model_type"] == "vit" and report.model["model_id"] == str(checkpoint)
+    assert f"| 1 | {report.ranking()[0]} |" in printed
+    assert fig.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_measure_in_situ_subset_and_show(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report.json"
+    code = main(
+        [
+            *("measure", "--model", str(checkpoint), "--data", "digits", "--protocol", "in_situ"),
+            *("--num-pairs", "20", "--components", "mha", "ffn_fc1", "--out", str(out), "--no-progress"),
+        ]
+    )
+    assert code == 0
+    assert PlasticityReport.load(out).components == ("mha", "ffn_fc1")
+    capsys.readouterr()
+    assert main(["show", str(out), "--per-layer"]) == 0
+    shown = capsys.readouterr().out
+    assert "in_situ" in shown and "| layer | mha | ffn_fc1 |" in shown
+
+
+def test_list(capsys) -> None:
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("vit", "deit", "dinov2", *COMPONENTS, "digits", "fashion-mnist-sample"):
+        assert name in printed
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["measure", "--model", "./does-not-exist", "--data", "digits", "--out", "x.json"],
+            "no model directory",
+        ),
+        (["measure", "--model", "{ckpt}", "--data", "./nope", "--out", "x.json"], "nope"),
+        (
+            ["measure", "--model", "{ckpt}", "--data", "digits", "--components", "mlp", "--out", "x.json"],
+            "mlp",
+        ),
+        (
+            ["measure", "--model", "{ckpt}", "--data", "digits", "--num-pairs", "5000", "--out", "x.json"],
+            "pairs",
+        ),
+        (["show", "{corrupt}"], "not valid JSON"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(argv, message, checkpoint: Path, tmp_path: Path, capsys) -> None:
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{")
+    argv = [a.format(ckpt=checkpoint, corrupt=corrupt) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "hf-plasticity: error:" in err and message in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_demo_on_the_bundled_model(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--out-dir", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    report = PlasticityReport.load(tmp_path / "report.json")
+    assert report.model["model_id"] == "hf-plasticity/vit-fashion-mnist"
+    assert report.data_name == "digits" and "fashion-mnist" in report.reference_name
+    assert report.num_pairs == 1797 and report.num_layers == 6
+    assert (tmp_path / "plasticity.png").stat().st_size > 10_000
+    assert "Theory (paper): mha > ffn_fc1 > ffn_fc2 > ffn_norm > attn_norm" in printed
+    assert f"Measured:       {' > '.join(report.ranking())}" in printed
+
+
+def test_module_entry_point_help() -> None:
+    done = subprocess.run([sys.executable, "-m", "hf_plasticity", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for command in ("measure", "demo", "show", "list"):
+        assert command in done.stdout
