@@ -21,9 +21,7 @@ from hf_plasticity import measure_plasticity
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per batch")
     parser.add_argument("--batches", type=int, default=4, help="batches per timed repetition")

@@ -21,14 +21,10 @@ from hf_plasticity.models import load_image_processor, load_model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="bundled", help="Hub id, local folder, or 'bundled'")
     parser.add_argument("--data", default="digits", help="downstream data: bundled name, folder or Hub id")
-    parser.add_argument(
-        "--reference", default="fashion-mnist-sample", help="pretraining-like data ('' for none)"
-    )
+    parser.add_argument("--reference", default="fashion-mnist-sample", help="pretraining-like data ('' for none)")
     parser.add_argument("--split", default=None, help="split of the downstream data (Hub/saved data sets)")
     parser.add_argument("--reference-split", default=None, help="split of the reference data")
     parser.add_argument("--protocol", choices=["shared", "in_situ"], default="shared")

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .estimator import measure_plasticity
 from .report import ComponentStat, PlasticityReport
+from .tuner import PlasticityConfig, PlasticityModel, load_adapter, select_modules
 
 __all__ = [
     "COMPONENTS",
@@ -37,15 +38,19 @@ __all__ = [
     "InvalidInputError",
     "MissingDataError",
     "NotEnoughPairsError",
+    "PlasticityConfig",
     "PlasticityError",
+    "PlasticityModel",
     "PlasticityReport",
     "ReportFormatError",
     "UnknownComponentError",
     "UnsupportedModelError",
     "__version__",
     "get_component_map",
+    "load_adapter",
     "measure_plasticity",
     "register_component_map",
     "registered_model_types",
     "resolve_components",
+    "select_modules",
 ]

@@ -39,12 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("measure", help="measure a model's component plasticity and write a JSON report")
     m.add_argument("--model", required=True, help="Hub id, local checkpoint folder, or 'bundled'")
-    m.add_argument(
-        "--data", required=True, help="downstream data: a bundled name, a local folder or a Hub id"
-    )
-    m.add_argument(
-        "--reference", help="pretraining-like data supplying x of each pair (default: pairs within --data)"
-    )
+    m.add_argument("--data", required=True, help="downstream data: a bundled name, a local folder or a Hub id")
+    m.add_argument("--reference", help="pretraining-like data supplying x of each pair (default: pairs within --data)")
     m.add_argument("--split", help="split of the downstream data for Hub or saved data sets (default: test)")
     m.add_argument("--reference-split", help="split of the reference data (default: test)")
     m.add_argument("--out", required=True, type=Path, help="where to write the report (JSON)")
@@ -52,12 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     _measure_options(m)
     m.set_defaults(run=_run_measure)
 
-    d = sub.add_parser(
-        "demo", help="measure the bundled ViT: Fashion-MNIST as reference, digits as downstream"
-    )
-    d.add_argument(
-        "--out-dir", type=Path, default=Path("plasticity-demo"), help="where to write report and figure"
-    )
+    d = sub.add_parser("demo", help="measure the bundled ViT: Fashion-MNIST as reference, digits as downstream")
+    d.add_argument("--out-dir", type=Path, default=Path("plasticity-demo"), help="where to write report and figure")
     _measure_options(d)
     d.set_defaults(run=_run_demo)
 
@@ -73,12 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _measure_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--protocol", choices=["shared", "in_situ"], default="shared", help="default: shared (paper)"
-    )
-    p.add_argument(
-        "--num-pairs", type=int, help="pairs to measure (default: all the data allow, at most 12800)"
-    )
+    p.add_argument("--protocol", choices=["shared", "in_situ"], default="shared", help="default: shared (paper)")
+    p.add_argument("--num-pairs", type=int, help="pairs to measure (default: all the data allow, at most 12800)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--components", nargs="+", metavar="NAME", help=f"subset of {', '.join(COMPONENTS)}")
     p.add_argument("--seed", type=int, default=0)
@@ -92,9 +80,7 @@ def _run_measure(args: argparse.Namespace) -> int:
 
     validate_components(args.components)  # fail before anything is loaded
     data = load_named_dataset(args.data, split=args.split)
-    reference = (
-        None if args.reference is None else load_named_dataset(args.reference, split=args.reference_split)
-    )
+    reference = None if args.reference is None else load_named_dataset(args.reference, split=args.reference_split)
     _measure_and_print(args, args.model, data, reference, args.data, args.reference, args.out, args.plot)
     return 0
 
@@ -109,9 +95,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     except MissingDataError:
         reference, ref_name = load_fashion_mnist_sample(), "fashion-mnist-sample (bundled)"
     out = args.out_dir
-    print(
-        f"Bundled ViT (pretrained on Fashion-MNIST); reference: {ref_name}; downstream: scikit-learn digits"
-    )
+    print(f"Bundled ViT (pretrained on Fashion-MNIST); reference: {ref_name}; downstream: scikit-learn digits")
     report = _measure_and_print(
         args,
         BUNDLED,

@@ -66,9 +66,7 @@ class ComponentMap:
     def __post_init__(self) -> None:
         missing = set(COMPONENTS) - set(self.components)
         if missing:
-            raise ValueError(
-                f"component map {self.family!r} lacks {sorted(missing)}; it must name {COMPONENTS}"
-            )
+            raise ValueError(f"component map {self.family!r} lacks {sorted(missing)}; it must name {COMPONENTS}")
 
 
 @dataclass(frozen=True)
@@ -133,11 +131,7 @@ def get_component_map(model_or_type: nn.Module | str) -> ComponentMap:
     try:
         return _REGISTRY[model_type]
     except KeyError:
-        what = (
-            f"model type {model_type!r}"
-            if model_type
-            else f"{type(model_or_type).__name__} (no config.model_type)"
-        )
+        what = f"model type {model_type!r}" if model_type else f"{type(model_or_type).__name__} (no config.model_type)"
         raise UnsupportedModelError(
             f"hf_plasticity has no component map for {what}. Supported model types: "
             f"{', '.join(registered_model_types())}. To support another architecture, describe where its "
@@ -237,9 +231,7 @@ _VIT_LIKE = {
     "ffn_fc2": ComponentSpec("mlp.fc2"),
 }
 
-register_component_map(
-    ComponentMap(family="vit", model_types=("vit",), layers="layers", components=_VIT_LIKE)
-)
+register_component_map(ComponentMap(family="vit", model_types=("vit",), layers="layers", components=_VIT_LIKE))
 register_component_map(
     ComponentMap(
         family="deit",

@@ -173,9 +173,7 @@ class _InSitu:
         for layer in range(resolved.num_layers):
             for ci, comp in enumerate(comps):
                 chain = resolved.chain(layer, comp)
-                self.handles.append(
-                    chain[0].register_forward_pre_hook(self._enter(layer, ci), with_kwargs=True)
-                )
+                self.handles.append(chain[0].register_forward_pre_hook(self._enter(layer, ci), with_kwargs=True))
                 self.handles.append(chain[-1].register_forward_hook(self._leave(layer, ci)))
 
     def _enter(self, layer: int, ci: int) -> Any:

@@ -157,8 +157,12 @@ class PlasticityReport:
     def ranked_modules(self, components: list[str] | tuple[str, ...] | None = None) -> list[str]:
         """Module paths, highest plasticity first (optionally only of some component types)."""
         allowed = {p for c in (components or self.components) for p in self.module_paths[self._check(c)]}
-        scores = {p: s for p, s in self.module_scores().items() if p in allowed}
-        return sorted(scores, key=lambda p: -_finite(scores[p]))
+        scores = self.module_scores()
+        place = {
+            p: (layer, ci) for ci, c in enumerate(self.components) for layer, p in enumerate(self.module_paths[c])
+        }
+        # ties (e.g. two LayerNorms with equal weights) go to the shallower layer, then in component order
+        return sorted(allowed, key=lambda p: (-_finite(scores[p]), place[p]))
 
     def merge(self, other: PlasticityReport) -> PlasticityReport:
         """The report of both measurements together (e.g. shards from several processes)."""
@@ -259,9 +263,7 @@ class PlasticityReport:
                 versions=dict(d.get("versions", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ReportFormatError(
-                f"the report is incomplete or malformed ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise ReportFormatError(f"the report is incomplete or malformed ({type(exc).__name__}: {exc})") from exc
         shape = (report.num_layers, len(report.components))
         if any(a.shape != shape for a in (report.count, report.sum, report.sum_sq, report.excluded)):
             raise ReportFormatError(f"the report's statistics do not all have shape {shape}")
@@ -279,15 +281,11 @@ class PlasticityReport:
         """Read a report written by :meth:`save`; a missing, corrupt or foreign file raises a clear error."""
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(
-                f"no report at {str(p)!r}; create one with `hf-plasticity measure ... --out`"
-            )
+            raise FileNotFoundError(f"no report at {str(p)!r}; create one with `hf-plasticity measure ... --out`")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ReportFormatError(
-                f"{str(p)!r} is not valid JSON, so not an hf_plasticity report: {exc}"
-            ) from exc
+            raise ReportFormatError(f"{str(p)!r} is not valid JSON, so not an hf_plasticity report: {exc}") from exc
         return cls.from_dict(data)
 
     # ----------------------------------------------------------------- presentation
@@ -374,9 +372,7 @@ def model_metadata(model: nn.Module) -> dict[str, Any]:
         "num_parameters": int(sum(p.numel() for p in model.parameters())),
     }
     if config is not None and hasattr(config, "to_dict"):
-        cfg = {
-            k: v for k, v in config.to_dict().items() if k not in {"_name_or_path", "transformers_version"}
-        }
+        cfg = {k: v for k, v in config.to_dict().items() if k not in {"_name_or_path", "transformers_version"}}
         blob = json.dumps(cfg, sort_keys=True, default=str).encode()
         info["config_hash"] = hashlib.sha256(blob).hexdigest()[:16]
     return info

@@ -25,9 +25,7 @@ class RateStats:
     _rates: list[torch.Tensor] = field(default_factory=list, repr=False)
 
     @classmethod
-    def zeros(
-        cls, num_layers: int, num_components: int, device: torch.device, keep_rates: bool = True
-    ) -> RateStats:
+    def zeros(cls, num_layers: int, num_components: int, device: torch.device, keep_rates: bool = True) -> RateStats:
         def z() -> torch.Tensor:
             return torch.zeros(num_layers, num_components, dtype=torch.float64, device=device)
 

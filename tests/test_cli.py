@@ -24,9 +24,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_measure_a_local_checkpoint(
-    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_measure_a_local_checkpoint(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, fig = tmp_path / "r" / "report.json", tmp_path / "fig.png"
     argv = ["measure", "--model", str(checkpoint), "--data", "digits", "--reference", "fashion-mnist-sample"]
     code = main([*argv, "--num-pairs", "40", "--batch-size", "16", "--out", str(out), "--plot", str(fig)])

@@ -93,9 +93,7 @@ def brute_force_in_situ(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> n
 @pytest.mark.parametrize("protocol", ["shared", "in_situ"])
 def test_matches_brute_force_on_every_architecture(any_tiny_model: nn.Module, protocol: str) -> None:
     x, y = pixels(6, seed=1), pixels(6, seed=2)
-    report = measure_plasticity(
-        any_tiny_model, loader(y), reference=loader(x), protocol=protocol, progress=False
-    )
+    report = measure_plasticity(any_tiny_model, loader(y), reference=loader(x), protocol=protocol, progress=False)
     expected = (brute_force_shared if protocol == "shared" else brute_force_in_situ)(any_tiny_model, x, y)
     assert report.rates is not None
     np.testing.assert_allclose(report.rates, expected, rtol=2e-4, atol=1e-6)
@@ -200,9 +198,7 @@ def test_model_mode_and_weights_are_left_as_they_were(tiny_vit: nn.Module) -> No
 
 # ----------------------------------------------------------------------------------------- bad inputs
 def test_unsupported_model_names_supported_types_and_the_fix() -> None:
-    bert = BertModel(
-        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-    )
+    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
     with pytest.raises(UnsupportedModelError, match=r"'bert'.*vit.*register_component_map"):
         measure_plasticity(bert, pixels(4), progress=False)
     with pytest.raises(UnsupportedModelError, match=r"no config\.model_type"):
@@ -230,9 +226,7 @@ def test_fewer_pairs_than_asked(tiny_vit: nn.Module) -> None:
     with pytest.raises(NotEnoughPairsError, match=r"asked for 6 pairs but 10 downstream examples make 5"):
         measure_plasticity(tiny_vit, pixels(10), num_pairs=6, progress=False)
     with pytest.raises(NotEnoughPairsError, match="yielded only 4"):
-        measure_plasticity(
-            tiny_vit, loader(pixels(4)), reference=loader(pixels(4)), num_pairs=9, progress=False
-        )
+        measure_plasticity(tiny_vit, loader(pixels(4)), reference=loader(pixels(4)), num_pairs=9, progress=False)
 
 
 def test_unknown_component(tiny_vit: nn.Module) -> None:
@@ -250,8 +244,6 @@ def test_unknown_protocol_and_bad_sizes(tiny_vit: nn.Module) -> None:
 
 
 def test_dataset_without_processor_asks_for_one(tiny_vit: nn.Module) -> None:
-    ds = datasets.Dataset.from_dict({"image": [Image.new("L", (8, 8))] * 4}).cast_column(
-        "image", datasets.Image()
-    )
+    ds = datasets.Dataset.from_dict({"image": [Image.new("L", (8, 8))] * 4}).cast_column("image", datasets.Image())
     with pytest.raises(InvalidInputError, match="image_processor="):
         measure_plasticity(tiny_vit, ds, progress=False)

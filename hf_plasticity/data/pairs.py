@@ -98,9 +98,7 @@ def make_pair_batches(
     if num_pairs is None:
         num_pairs = min(available, DEFAULT_MAX_PAIRS)
     if num_pairs < 1 or num_pairs > available:
-        raise NotEnoughPairsError(
-            f"asked for {num_pairs} pairs but {why}; pass num_pairs <= {available} or more data"
-        )
+        raise NotEnoughPairsError(f"asked for {num_pairs} pairs but {why}; pass num_pairs <= {available} or more data")
     gen = torch.Generator().manual_seed(seed)
     if ref is None:
         perm = torch.randperm(len(src), generator=gen)
@@ -118,9 +116,7 @@ def make_pair_batches(
     return PairBatches(batches(), num_pairs, *names)
 
 
-def _stream_pairs(
-    data: Any, reference: Any, num_pairs: int | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _stream_pairs(data: Any, reference: Any, num_pairs: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Pairs from DataLoaders in their own order: zipped with the reference, else each batch halved."""
     limit = DEFAULT_MAX_PAIRS if num_pairs is None else num_pairs
     produced = 0
@@ -139,9 +135,7 @@ def _stream_pairs(
         if produced >= limit:
             return
     if produced == 0:
-        raise EmptyDataError(
-            "the data yielded no pairs: the DataLoader is empty or its batches have one example"
-        )
+        raise EmptyDataError("the data yielded no pairs: the DataLoader is empty or its batches have one example")
     if num_pairs is not None and produced < num_pairs:
         raise NotEnoughPairsError(
             f"asked for {num_pairs} pairs but the DataLoader(s) yielded only {produced}; "
@@ -178,9 +172,7 @@ def _batched(obj: Any) -> Iterable[Any]:
 def _pixels_of(batch: Any) -> torch.Tensor:
     if isinstance(batch, dict) or hasattr(batch, "keys"):
         if "pixel_values" not in batch:
-            raise InvalidInputError(
-                f"DataLoader batches are dicts without 'pixel_values' (keys: {list(batch)})"
-            )
+            raise InvalidInputError(f"DataLoader batches are dicts without 'pixel_values' (keys: {list(batch)})")
         batch = batch["pixel_values"]
     elif isinstance(batch, list | tuple):
         batch = batch[0]
@@ -194,9 +186,7 @@ def _pixels_of(batch: Any) -> torch.Tensor:
 
 def _is_stream(obj: Any) -> bool:
     return isinstance(obj, torch.utils.data.DataLoader) or (
-        isinstance(obj, Iterable)
-        and not isinstance(obj, torch.Tensor | np.ndarray)
-        and not _is_hf_dataset(obj)
+        isinstance(obj, Iterable) and not isinstance(obj, torch.Tensor | np.ndarray) and not _is_hf_dataset(obj)
     )
 
 

@@ -1,0 +1,196 @@
+"""``PlasticityConfig``: which modules to train, chosen from measured (or theoretical) plasticity.
+
+The config is saved as ``adapter_config.json`` like any PEFT config, and carries the resolved module list
+and the scores that chose it, so a saved adapter records *why* those modules were trained.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from peft.config import PeftConfig
+
+from ..components import COMPONENTS, THEORETICAL_RANKING, validate_components
+from ..errors import InvalidInputError
+from ..report import PlasticityReport
+from .registration import PLASTICITY, ensure_peft_type
+
+RULES = ("top_k", "budget", "threshold", "components")
+
+
+@dataclass
+class PlasticityConfig(PeftConfig):
+    """Train the most plastic components of a vision transformer (Odonnat et al., 2026).
+
+    Exactly one selection rule applies: ``top_k`` (the default, 1: attention, as the paper recommends),
+    ``budget``, ``threshold`` or ``components``.
+    """
+
+    scores: Any = field(
+        default=None,
+        metadata={
+            "help": "Plasticity scores: a PlasticityReport, the path of a saved report, or a mapping from component "
+            "type (or module path) to score. None uses the paper's theoretical ranking "
+            "(mha > ffn_fc1 > ffn_fc2 > ffn_norm > attn_norm). Stored as plain scores in adapter_config.json."
+        },
+    )
+    top_k: int | None = field(
+        default=None, metadata={"help": "Train the k most plastic component types in every selected layer."}
+    )
+    budget: float | None = field(
+        default=None,
+        metadata={
+            "help": "Largest fraction (0 < budget <= 1) of the model's parameters to train, head included; filled "
+            "greedily with the most plastic modules."
+        },
+    )
+    threshold: float | None = field(
+        default=None, metadata={"help": "Train every module whose plasticity score is at least this value."}
+    )
+    components: list[str] | None = field(
+        default=None, metadata={"help": f"Train exactly these component types, among {list(COMPONENTS)}."}
+    )
+    layers: list[int] | None = field(
+        default=None, metadata={"help": "Only select modules in these layer indices (default: all layers)."}
+    )
+    modules_to_save: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Modules trained in full besides the selection. None: the model's classification head, found "
+            "from its component map (the paper always trains the new head). [] trains no head."
+        },
+    )
+    mode: Literal["full", "lora"] = field(
+        default="full",
+        metadata={
+            "help": "'full': train the selected modules' own weights (the paper). 'lora': inject PEFT LoRA into the "
+            "linear layers of the selected components; a selected LayerNorm is trained directly."
+        },
+    )
+    r: int = field(default=8, metadata={"help": "LoRA rank (mode='lora')."})
+    lora_alpha: int = field(default=8, metadata={"help": "LoRA alpha (mode='lora')."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (mode='lora')."})
+    score_source: str | None = field(
+        default=None, metadata={"help": "Where the scores came from (filled in: report, mapping or theory)."}
+    )
+    selected_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The resolved modules to train, most plastic first (filled in when the adapter is created; "
+            "loading an adapter reuses it)."
+        },
+    )
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names the tuner wraps (filled in from selected_modules; LoRA: their linears)."},
+    )
+
+    def __post_init__(self) -> None:
+        ensure_peft_type()
+        super().__post_init__()
+        self.peft_type = PLASTICITY
+        rules = [name for name in RULES if getattr(self, name) is not None]
+        if len(rules) > 1:
+            raise InvalidInputError(f"choose one selection rule, got {rules}; set only one of {list(RULES)}")
+        if not rules:
+            self.top_k = 1
+        if self.top_k is not None and not 1 <= self.top_k <= len(COMPONENTS):
+            raise InvalidInputError(
+                f"top_k={self.top_k} but there are {len(COMPONENTS)} component types; pass 1 <= top_k <= "
+                f"{len(COMPONENTS)}"
+            )
+        if self.budget is not None and not 0 < self.budget <= 1:
+            raise InvalidInputError(f"budget={self.budget} must be a fraction with 0 < budget <= 1 (e.g. 0.3)")
+        if self.components is not None:
+            self.components = list(validate_components(self.components))
+        if self.layers is not None:
+            if not self.layers or any(not isinstance(i, int) or i < 0 for i in self.layers):
+                raise InvalidInputError(f"layers={self.layers} must be a non-empty list of layer indices >= 0")
+            self.layers = sorted(set(self.layers))
+        if self.mode not in ("full", "lora"):
+            raise InvalidInputError(f"mode={self.mode!r}; choose 'full' or 'lora'")
+        if self.mode == "lora" and self.r < 1:
+            raise InvalidInputError(f"r={self.r} must be a positive LoRA rank")
+        self.scores, source = _normalise_scores(self.scores)
+        self.score_source = self.score_source or source
+
+    @classmethod
+    def from_report(cls, report: PlasticityReport | str | os.PathLike[str], **kwargs: Any) -> PlasticityConfig:
+        """A config whose scores are a measured report (or its saved JSON)."""
+        return cls(scores=report, **kwargs)
+
+    @property
+    def rule(self) -> str:
+        return next(name for name in RULES if getattr(self, name) is not None)
+
+    def component_scores(self) -> dict[str, float]:
+        """One score per component type (from the report, the mapping, or the theoretical ranking)."""
+        return dict(self.scores["components"])
+
+    def module_scores(self) -> dict[str, float]:
+        """Scores given per module path in a mapping (else empty: component scores apply to every layer)."""
+        return dict(self.scores.get("modules", {}))
+
+
+def theoretical_scores() -> dict[str, float]:
+    """Rank-valued scores reproducing the paper's theoretical ranking (5 = most plastic)."""
+    return {c: float(len(THEORETICAL_RANKING) - i) for i, c in enumerate(THEORETICAL_RANKING)}
+
+
+def _normalise_scores(scores: Any) -> tuple[dict[str, Any], str]:
+    """Turn a report, report path or mapping into JSON-ready ``{"components": ..., "modules": ...}``."""
+    if scores is None:
+        return {"components": theoretical_scores(), "modules": {}}, "theory (Odonnat et al., 2026)"
+    if isinstance(scores, str | os.PathLike) and not isinstance(scores, dict):
+        path = os.fspath(scores)
+        report = PlasticityReport.load(path)
+        return _from_report(report), f"report {path}"
+    if isinstance(scores, PlasticityReport):
+        return _from_report(scores), "report"
+    if (
+        isinstance(scores, dict)
+        and set(scores) <= {"components", "modules", "layers", "report"}
+        and "components" in scores
+    ):
+        # already normalised (e.g. read back from adapter_config.json): keep it whole, provenance included
+        kept = {
+            **scores,
+            "components": dict(scores["components"]),
+            "modules": dict(scores.get("modules", {})),
+        }
+        return kept, "mapping"
+    if isinstance(scores, dict):
+        comps = {k: float(v) for k, v in scores.items() if k in COMPONENTS}
+        modules = {k: float(v) for k, v in scores.items() if k not in COMPONENTS}
+        bad = [k for k in modules if "." not in k]
+        if bad:
+            validate_components(bad)  # raises UnknownComponentError naming the valid types
+        return {"components": comps, "modules": modules}, "mapping"
+    raise InvalidInputError(
+        f"scores of type {type(scores).__name__} not understood; pass a PlasticityReport, a report path, or a "
+        "mapping component -> score"
+    )
+
+
+def _from_report(report: PlasticityReport) -> dict[str, Any]:
+    return {
+        "components": report.scores(),
+        "layers": {
+            comp: [None if not math.isfinite(v) else float(v) for v in report.mean[:, i]]
+            for i, comp in enumerate(report.components)
+        },
+        "modules": {},
+        "report": {
+            "model_id": report.model.get("model_id"),
+            "model_type": report.model.get("model_type"),
+            "config_hash": report.model.get("config_hash"),
+            "protocol": report.protocol,
+            "num_pairs": report.num_pairs,
+            "data": report.data_name,
+            "reference": report.reference_name,
+            "ranking": report.ranking(),
+        },
+    }

@@ -1,0 +1,189 @@
+"""From scores and a rule to the list of modules to train: the decision a ``PlasticityConfig`` encodes.
+
+Scores are looked up per (layer, component) through the model's component map, so a report measured on
+``ViTModel`` applies to ``ViTForImageClassification`` of the same shape (their module paths differ by
+the ``vit.`` prefix, their layers do not).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..components import COMPONENTS, ResolvedComponents, resolve_components
+from ..errors import InvalidInputError
+from .config import PlasticityConfig
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen modules (most plastic first), their scores, and the head(s) trained alongside."""
+
+    modules: list[str]
+    scores: dict[str, float]
+    components: dict[str, str]
+    heads: list[str]
+
+
+def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
+    """Apply the config's rule to the model; raises with the fix when nothing (sensible) is selected."""
+    resolved = resolve_components(model)
+    layers = _layers(config, resolved)
+    heads = resolved.head_paths() if config.modules_to_save is None else list(config.modules_to_save)
+    candidates = {path: comp for layer, comp, path in resolved.iter_modules() if layer in layers}
+    scores = _module_scores(config, resolved, candidates)
+    scored = sorted((p for p in candidates if p in scores), key=lambda p: (-scores[p], _order(p, candidates)))
+    rule = config.rule
+    if rule == "components":
+        chosen = [p for p in scored if candidates[p] in config.components]
+        chosen += [p for p in candidates if candidates[p] in config.components and p not in scores]
+    elif rule == "top_k":
+        comp_scores = _type_scores(config, scores, candidates)
+        if config.top_k > len(comp_scores):
+            raise InvalidInputError(
+                f"top_k={config.top_k} but only {len(comp_scores)} component types have scores "
+                f"({sorted(comp_scores)}); lower top_k or measure more components"
+            )
+        ranked = sorted(comp_scores, key=lambda c: (-comp_scores[c], COMPONENTS.index(c)))
+        chosen = [p for p in scored if candidates[p] in ranked[: config.top_k]]
+    elif rule == "threshold":
+        chosen = [p for p in scored if scores[p] >= config.threshold]
+        if not chosen:
+            values = [scores[p] for p in scored]
+            raise InvalidInputError(
+                f"no module has plasticity >= threshold={config.threshold} (scores range "
+                f"{min(values, default=math.nan):.4g} .. {max(values, default=math.nan):.4g}); lower the threshold"
+            )
+    else:
+        chosen = _fill_budget(model, config, scored, heads)
+    if not chosen:
+        raise InvalidInputError(f"the {rule} rule selected no module (layers {sorted(layers)}); widen the selection")
+    return Selection(
+        modules=chosen,
+        scores={p: scores[p] for p in chosen if p in scores},
+        components={p: candidates[p] for p in chosen},
+        heads=heads,
+    )
+
+
+def lora_targets(model: nn.Module, modules: list[str]) -> list[str]:
+    """The linear layers inside the selected modules, or the module itself when it has none (LayerNorm).
+
+    A linear already wrapped by LoRA (a second LoRA adapter) is targeted as it stands, not looked into.
+    """
+    from peft.tuners.lora.layer import LoraLayer
+
+    targets = []
+    for path in modules:
+        module = model.get_submodule(path)
+        if isinstance(module, nn.Linear | LoraLayer):
+            targets.append(path)
+            continue
+        found: list[str] = []
+        for name, sub in module.named_modules():
+            if not name or any(name.startswith(f + ".") for f in found):
+                continue
+            if isinstance(sub, nn.Linear | LoraLayer):
+                found.append(name)
+        targets.extend([f"{path}.{n}" for n in found] or [path])
+    return targets
+
+
+def trainable_cost(module: nn.Module, config: PlasticityConfig) -> int:
+    """Parameters that training ``module`` adds: all of them (full), or its LoRA factors (lora)."""
+    if config.mode == "full":
+        return sum(p.numel() for p in module.parameters())
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return sum(p.numel() for p in module.parameters())
+    return sum(config.r * (m.in_features + m.out_features) for m in linears)
+
+
+def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], heads: list[str]) -> list[str]:
+    total = sum(p.numel() for p in model.parameters())
+    allowance = config.budget * total
+    head_cost = sum(p.numel() for h in heads for p in model.get_submodule(h).parameters())
+    if head_cost > allowance:
+        raise InvalidInputError(
+            f"budget={config.budget} allows {int(allowance)} parameters but the head(s) {heads} alone have "
+            f"{head_cost}; raise the budget or pass modules_to_save=[]"
+        )
+    used, chosen = head_cost, []
+    for path in scored:
+        cost = trainable_cost(model.get_submodule(path), config)
+        if used + cost <= allowance:
+            chosen.append(path)
+            used += cost
+    if not chosen:
+        smallest = min((trainable_cost(model.get_submodule(p), config) for p in scored), default=0)
+        raise InvalidInputError(
+            f"budget={config.budget} ({int(allowance)} parameters, {head_cost} taken by the head) fits no module; "
+            f"the smallest needs {smallest}: raise the budget"
+        )
+    return chosen
+
+
+def _layers(config: PlasticityConfig, resolved: ResolvedComponents) -> set[int]:
+    if config.layers is None:
+        return set(range(resolved.num_layers))
+    bad = [i for i in config.layers if i >= resolved.num_layers]
+    if bad:
+        raise InvalidInputError(
+            f"layers {bad} do not exist: the model has {resolved.num_layers} layers (0..{resolved.num_layers - 1})"
+        )
+    return set(config.layers)
+
+
+def _module_scores(
+    config: PlasticityConfig, resolved: ResolvedComponents, candidates: dict[str, str]
+) -> dict[str, float]:
+    """Score of every candidate: per-layer report means, else explicit module scores, else its type's score."""
+    per_layer = config.scores.get("layers", {})
+    modules = config.module_scores()
+    comps = config.component_scores()
+    report = config.scores.get("report") or {}
+    if report.get("model_type") and report["model_type"] != getattr(resolved.model.config, "model_type", None):
+        raise InvalidInputError(
+            f"the scores come from a {report['model_type']!r} model but this is a "
+            f"{resolved.model.config.model_type!r} model; measure this architecture first"
+        )
+    unknown = [m for m in modules if m not in candidates and m not in dict(resolved.model.named_modules())]
+    if unknown:
+        raise InvalidInputError(f"scored modules {unknown[:3]} are not in this model; use its named_modules() paths")
+    out: dict[str, float] = {}
+    for layer in range(resolved.num_layers):
+        for comp in COMPONENTS:
+            path = resolved.paths[comp][layer]
+            if path not in candidates:
+                continue
+            if comp in per_layer:
+                if len(per_layer[comp]) != resolved.num_layers:
+                    raise InvalidInputError(
+                        f"the report has {len(per_layer[comp])} layers but the model has {resolved.num_layers}; "
+                        "measure this model"
+                    )
+                value = per_layer[comp][layer]
+            elif path in modules:
+                value = modules[path]
+            elif comp in comps:
+                value = comps[comp]
+            else:
+                continue
+            if value is not None and math.isfinite(value):
+                out[path] = float(value)
+    return out
+
+
+def _type_scores(config: PlasticityConfig, scores: dict[str, float], candidates: dict[str, str]) -> dict[str, float]:
+    """Score of each component type: the config's own, else the mean of its modules' scores."""
+    comps = {c: v for c, v in config.component_scores().items() if v is not None and math.isfinite(v)}
+    for comp in {candidates[p] for p in scores} - set(comps):
+        same = [scores[p] for p in scores if candidates[p] == comp]
+        comps[comp] = sum(same) / len(same)
+    return comps
+
+
+def _order(path: str, candidates: dict[str, str]) -> int:
+    return list(candidates).index(path)
