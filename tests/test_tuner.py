@@ -131,7 +131,7 @@ def test_print_trainable_parameters_and_theory_default(tiny_vit: nn.Module, caps
     trainable, total = model.get_nb_trainable_parameters()
     assert trainable == 2 * attention + head
     model.print_trainable_parameters()
-    assert f"trainable params: {trainable:,}" in capsys.readouterr().out
+    assert f"trainable params: {trainable:,} || all params: {total:,}" in capsys.readouterr().out
 
 
 def test_selection_from_a_report_is_recorded_in_adapter_config(tiny_vit: nn.Module, tmp_path: Path) -> None:
