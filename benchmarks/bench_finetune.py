@@ -21,18 +21,19 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _vit import add_model_args, build_vit
 
 CONFIGS = ("full finetuning", "plasticity top_k=1 (full)", "plasticity top_k=1 (lora r=8)", "LoRA r=16 q,v")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
+    add_model_args(parser)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step (median)")
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -72,25 +73,14 @@ def _rss_mb() -> float:
 def _run(args: argparse.Namespace) -> dict[str, float]:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import ViTConfig, ViTForImageClassification
 
     from hf_plasticity import PlasticityConfig
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    start_mb = _rss_mb()  # after the imports: what follows is the model and its training
+
+    model = build_vit(args)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     labels = torch.randint(0, 10, (args.batch_size,))
-    start_mb = _rss_mb()
-    config = ViTConfig(
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=max(1, args.hidden // 64),
-        intermediate_size=4 * args.hidden,
-        image_size=args.image_size,
-        patch_size=16,
-        num_labels=10,
-    )
-    model = ViTForImageClassification(config)
     name = args.worker
     if name == CONFIGS[1]:
         model = get_peft_model(model, PlasticityConfig(top_k=1))

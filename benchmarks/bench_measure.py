@@ -12,36 +12,26 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-from transformers import ViTConfig, ViTForImageClassification
 
 from hf_plasticity import measure_plasticity
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _vit import add_model_args, build_vit
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
+    add_model_args(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per batch")
     parser.add_argument("--batches", type=int, default=4, help="batches per timed repetition")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (the median is reported)")
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = ViTConfig(
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=max(1, args.hidden // 64),
-        intermediate_size=4 * args.hidden,
-        image_size=args.image_size,
-        patch_size=16,
-        num_labels=10,
-    )
-    model = ViTForImageClassification(config).eval()
+    model = build_vit(args).eval()
     n = args.batch_size * args.batches
     x = torch.randn(n, 3, args.image_size, args.image_size)
     y = torch.randn(n, 3, args.image_size, args.image_size)
