@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .components import ResolvedComponents, resolve_components, validate_components
-from .data.pairs import make_pair_batches
+from .data.pairs import is_hf_dataset, make_pair_batches
 from .errors import InvalidInputError
 from .report import PlasticityReport, model_metadata
 from .stats import RateStats
@@ -245,11 +245,7 @@ def _check_pixels(pixels: torch.Tensor, resolved: ResolvedComponents) -> None:
 
 
 def _needs_processor(obj: Any) -> bool:
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(obj, datasets.Dataset) and "pixel_values" not in obj.column_names
+    return is_hf_dataset(obj) and "pixel_values" not in obj.column_names
 
 
 def _load_processor(model: nn.Module) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -95,7 +96,7 @@ class PlasticityReport:
             model=model_info,
             rates=stats.rates(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            versions=_versions(),
+            versions=dict(_versions()),
         )
 
     # ----------------------------------------------------------------- statistics
@@ -378,6 +379,7 @@ def model_metadata(model: nn.Module) -> dict[str, Any]:
     return info
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -8,6 +8,7 @@ in the order they yield.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ class _Indexable:
         self.num_channels = num_channels
         self.role = role
         self.image_column: str | None = None
-        if _is_hf_dataset(obj):
+        if is_hf_dataset(obj):
             self.image_column = _find_image_column(obj, role)
             if self.image_column != "pixel_values" and processor is None:
                 raise InvalidInputError(
@@ -152,7 +153,7 @@ def _as_indexable(obj: Any, processor: Any, num_channels: int, role: str) -> _In
                 f"{role} pixel values must have shape (N, channels, height, width), got {tuple(obj.shape)}"
             )
         obj = obj.float() if not obj.is_floating_point() else obj
-    elif not _is_hf_dataset(obj):
+    elif not is_hf_dataset(obj):
         raise InvalidInputError(
             f"cannot read {role} data of type {type(obj).__name__}: pass a pixel tensor (N, C, H, W), a "
             "torch DataLoader, or a datasets.Dataset with an image column (plus an image processor)"
@@ -186,16 +187,14 @@ def _pixels_of(batch: Any) -> torch.Tensor:
 
 def _is_stream(obj: Any) -> bool:
     return isinstance(obj, torch.utils.data.DataLoader) or (
-        isinstance(obj, Iterable) and not isinstance(obj, torch.Tensor | np.ndarray) and not _is_hf_dataset(obj)
+        isinstance(obj, Iterable) and not isinstance(obj, torch.Tensor | np.ndarray) and not is_hf_dataset(obj)
     )
 
 
-def _is_hf_dataset(obj: Any) -> bool:
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        return False
-    return isinstance(obj, datasets.Dataset)
+def is_hf_dataset(obj: Any) -> bool:
+    """Whether ``obj`` is a ``datasets.Dataset``, without importing ``datasets`` (a second) when it is not."""
+    datasets = sys.modules.get("datasets")
+    return datasets is not None and isinstance(obj, datasets.Dataset)
 
 
 def _find_image_column(ds: Any, role: str) -> str:
