@@ -310,33 +310,48 @@ class PlasticityReport:
     def plot(self, path: str | os.PathLike[str] | None = None, title: str | None = None) -> Figure:
         """The paper's two views: rates per component type, and plasticity against depth."""
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
 
-        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        fig = Figure(figsize=(12, 4.2), layout="constrained")
         ax_dist, ax_depth = fig.subplots(1, 2)
         order = self.ranking()
+        colors = {c: f"C{COMPONENTS.index(c)}" for c in order}  # one colour per component, in both views
         if self.rates is not None and len(self.rates):
             samples = []
             for comp in order:
                 r = self.rates[:, :, self.components.index(comp)].ravel()
                 samples.append(r[np.isfinite(r)])
-            ax_dist.boxplot(samples, showfliers=False)
+            boxes = ax_dist.boxplot(samples, showfliers=False, patch_artist=True, medianprops={"color": "black"})
+            for patch, comp in zip(boxes["boxes"], order, strict=True):
+                patch.set(facecolor=colors[comp], alpha=0.6)
             ax_dist.set_xticks(range(1, len(order) + 1), order)
             ax_dist.set_title("Rates of change per component type (all layers)")
         else:
             stats = [self.stat(c) for c in order]
-            ax_dist.bar(order, [s.mean for s in stats], yerr=[s.ci95 for s in stats], capsize=4)
+            ax_dist.bar(
+                order,
+                [s.mean for s in stats],
+                yerr=[s.ci95 for s in stats],
+                capsize=4,
+                color=[colors[c] for c in order],
+            )
             ax_dist.set_title("Plasticity per component type (mean, 95% CI)")
         ax_dist.set_ylabel("||f(x) - f(y)|| / ||x - y||")
         depth = np.arange(self.num_layers)
         mean, ci = self.mean, self.ci95
         for comp in order:
             c = self.components.index(comp)
-            ax_depth.plot(depth, mean[:, c], marker="o", ms=3, label=comp)
-            ax_depth.fill_between(depth, mean[:, c] - ci[:, c], mean[:, c] + ci[:, c], alpha=0.25)
+            ax_depth.plot(depth, mean[:, c], marker="o", ms=3, label=comp, color=colors[comp])
+            ax_depth.fill_between(depth, mean[:, c] - ci[:, c], mean[:, c] + ci[:, c], alpha=0.25, color=colors[comp])
+        ax_depth.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_depth.set_xlabel("layer")
         ax_depth.set_ylabel("plasticity")
         ax_depth.set_title("Plasticity against depth (95% CI)")
-        ax_depth.legend(fontsize="small")
+        ax_depth.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        finite = mean[np.isfinite(mean) & (mean > 0)]
+        if finite.size and finite.max() / finite.min() > 30:  # components a decade or more apart
+            ax_dist.set_yscale("log")
+            ax_depth.set_yscale("log")
         name = self.model.get("model_id") or self.model.get("architecture", "model")
         fig.suptitle(title or f"{name} — {self.protocol} protocol, {self.num_pairs} pairs")
         if path is not None:
