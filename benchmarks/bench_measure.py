@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per batch")
-    parser.add_argument("--batches", type=int, default=4, help="batches per timed repetition")
+    parser.add_argument("--batches", type=int, default=2, help="batches per timed repetition")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (the median is reported)")
     args = parser.parse_args()
     model = build_vit(args).eval()
