@@ -299,3 +299,27 @@ def test_adapter_on_the_wrong_base(tiny_vit: nn.Module, tmp_path: Path) -> None:
     get_peft_model(tiny_vit, PlasticityConfig()).save_pretrained(tmp_path)
     with pytest.raises(InvalidInputError, match="does not have"):
         load_adapter(TINY_MODELS["dinov2"](), tmp_path)
+
+
+def test_push_to_hub_through_a_loopback_hub(tiny_vit: nn.Module, tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    from .hub_stub import HubStub
+
+    stub = HubStub()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", stub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    x = pixels(4, seed=8)
+    model = get_peft_model(tiny_vit, PlasticityConfig(components=["mha", "ffn_fc1"]))
+    train_step(model, x)
+    with stub.running():
+        model.push_to_hub("someone/vit-plasticity", commit_message="plasticity adapter")
+    pushed = stub.repos["someone/vit-plasticity"]
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(pushed)
+    assert stub.commits == [{"repo": "someone/vit-plasticity", "summary": "plasticity adapter"}]
+    config = json.loads(pushed["adapter_config.json"])
+    assert config["peft_type"] == "PLASTICITY" and config["components"] == ["mha", "ffn_fc1"]
+    for name, content in pushed.items():  # what reached the Hub loads back to the same model
+        (tmp_path / name).write_bytes(content)
+    loaded = load_adapter(TINY_MODELS["vit"](), tmp_path)
+    assert torch.equal(first_output(loaded, x), first_output(model, x))
