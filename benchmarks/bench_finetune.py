@@ -45,7 +45,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--worker", name]
         for flag in ("threads", "batch_size", "steps", "layers", "hidden", "image_size"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     base = results[CONFIGS[0]]
     print(

@@ -42,7 +42,7 @@ STD = 0.5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options; the defaults reproduce the bundled model."""
+    """Command-line options; the defaults are the bundled model's recipe (its config records the exact run)."""
     parser = argparse.ArgumentParser(
         description="Pretrain a small ViTForImageClassification on Fashion-MNIST and save it as a HF model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

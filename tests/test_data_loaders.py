@@ -266,4 +266,6 @@ def test_bundled_vit_classifies_the_sample() -> None:
     accuracy = correct / len(ds)
     assert accuracy >= 0.8, accuracy
     assert abs(accuracy - recorded["test_accuracy"]) < 0.04  # the sample is a fair draw of the test split
-    assert time.perf_counter() - started < 10
+    # ~256 GFLOP of inference: a few seconds on two idle cores; the bound only catches per-image loops
+    # or a model that grew, without failing on a machine that is busy with other work.
+    assert time.perf_counter() - started < 30

@@ -120,6 +120,26 @@ def test_matrix(arch: str, rule: str, mode: str, tmp_path: Path) -> None:
         torch.testing.assert_close(first_output(merged, x), out, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("layers", [None, [0, 2, 3, 4, 5, 6, 7]])
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_twenty_or_more_targets(mode: str, layers: list[int] | None) -> None:
+    """With 20+ targets PEFT shortens their names to suffixes: still exactly the selected modules adapt."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from .conftest import TINY
+
+    torch.manual_seed(0)
+    base = ViTForImageClassification(ViTConfig(**{**TINY, "num_hidden_layers": 8}))
+    model = get_peft_model(base, PlasticityConfig(top_k=3, layers=layers, mode=mode))
+    selected = model.peft_config["default"].selected_modules
+    expected_layers = set(range(8)) if layers is None else set(layers)
+    assert len(selected) == 3 * len(expected_layers)
+    adapted = {owner(n) for n, p in model.named_parameters() if p.requires_grad} - {"classifier"}
+    assert {int(name.split(".")[2]) for name in adapted} == expected_layers
+    assert all(any(a == s or a.startswith(s + ".") for s in selected) for a in adapted)
+    assert not any("layernorm" in a for a in adapted)
+
+
 def test_print_trainable_parameters_and_theory_default(tiny_vit: nn.Module, capsys) -> None:
     model = get_peft_model(tiny_vit, PlasticityConfig())
     config = model.peft_config["default"]

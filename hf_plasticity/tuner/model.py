@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from peft import LoraConfig
 from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraLayer
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_target_module_exists
 from torch import nn
 
 from ..components import resolve_components
@@ -73,7 +73,9 @@ class PlasticityModel(BaseTuner):
 
     @staticmethod
     def _check_target_module_exists(peft_config: PlasticityConfig, key: str) -> bool:
-        return key in set(peft_config.target_modules or ())
+        # PEFT's own matcher: with 20+ targets PEFT rewrites the full names into the shortest suffixes
+        # that match them and no other module, so exact-name matching alone would miss them.
+        return bool(check_target_module_exists(peft_config, key))
 
     def _create_and_replace(
         self,
