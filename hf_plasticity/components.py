@@ -6,7 +6,6 @@ supporting a new architecture is one :func:`register_component_map` call plus on
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -191,15 +190,6 @@ def validate_components(components: list[str] | tuple[str, ...] | str | None) ->
     return tuple(c for c in COMPONENTS if c in components)
 
 
-def component_of_module(path: str, model: nn.Module) -> tuple[int, str] | None:
-    """``(layer, component)`` of a module path, or None when it is not a component's owner module."""
-    resolved = resolve_components(model)
-    for layer, comp, p in resolved.iter_modules():
-        if p == path:
-            return layer, comp
-    return None
-
-
 def _model_type(model: nn.Module) -> str | None:
     config = getattr(model, "config", None)
     return getattr(config, "model_type", None)
@@ -215,12 +205,6 @@ def _base_prefix(model: nn.Module) -> str:
 
 def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
-
-
-def layer_pattern(cmap: ComponentMap, component: str) -> re.Pattern[str]:
-    """A regex matching the owner modules of ``component`` in any layer, for PEFT-style targeting."""
-    spec = cmap.components[component]
-    return re.compile(rf"(^|.*\.){re.escape(cmap.layers)}\.(\d+)\.{re.escape(spec.path)}$")
 
 
 _VIT_LIKE = {
