@@ -78,14 +78,21 @@ class ResolvedComponents:
     num_layers: int
     embeddings_path: str
     paths: dict[str, list[str]] = field(default_factory=dict)
+    _chains: dict[tuple[int, str], list[nn.Module]] = field(default_factory=dict, repr=False, compare=False)
 
     def module(self, path: str) -> nn.Module:
         return self.model.get_submodule(path)
 
     def chain(self, layer: int, component: str) -> list[nn.Module]:
-        """The modules that compute ``component`` of block ``layer``, in call order."""
-        block = f"{self.layer_path(layer)}."
-        return [self.module(block + p) for p in self.map.components[component].chain]
+        """The modules that compute ``component`` of block ``layer``, in call order.
+
+        Looked up once per (layer, component): the estimator asks for every chain on every batch.
+        """
+        key = (layer, component)
+        if key not in self._chains:
+            block = f"{self.layer_path(layer)}."
+            self._chains[key] = [self.module(block + p) for p in self.map.components[component].chain]
+        return self._chains[key]
 
     def layer_path(self, layer: int) -> str:
         return _join(self.base_prefix, f"{self.map.layers}.{layer}")

@@ -34,7 +34,8 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
     heads = resolved.head_paths() if config.modules_to_save is None else list(config.modules_to_save)
     candidates = {path: comp for layer, comp, path in resolved.iter_modules() if layer in layers}
     scores = _module_scores(config, resolved, candidates)
-    scored = sorted((p for p in candidates if p in scores), key=lambda p: (-scores[p], _order(p, candidates)))
+    place = {p: i for i, p in enumerate(candidates)}  # ties: shallower layer first, then component order
+    scored = sorted((p for p in candidates if p in scores), key=lambda p: (-scores[p], place[p]))
     rule = config.rule
     if rule == "components":
         chosen = [p for p in scored if candidates[p] in config.components]
@@ -183,7 +184,3 @@ def _type_scores(config: PlasticityConfig, scores: dict[str, float], candidates:
         same = [scores[p] for p in scores if candidates[p] == comp]
         comps[comp] = sum(same) / len(same)
     return comps
-
-
-def _order(path: str, candidates: dict[str, str]) -> int:
-    return list(candidates).index(path)
