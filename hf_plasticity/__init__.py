@@ -16,6 +16,7 @@ from .components import (
 )
 from .errors import (
     EmptyDataError,
+    InPlaceAdapterError,
     InvalidInputError,
     MissingDataError,
     NotEnoughPairsError,
@@ -35,6 +36,7 @@ __all__ = [
     "ComponentSpec",
     "ComponentStat",
     "EmptyDataError",
+    "InPlaceAdapterError",
     "InvalidInputError",
     "MissingDataError",
     "NotEnoughPairsError",

@@ -33,3 +33,7 @@ class ReportFormatError(PlasticityError, ValueError):
 
 class MissingDataError(PlasticityError, FileNotFoundError):
     """A data set's files are not on this machine; the message says which package provides them."""
+
+
+class InPlaceAdapterError(PlasticityError, ValueError):
+    """An operation that needs the original weights, on an adapter that trained them in place."""

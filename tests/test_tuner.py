@@ -15,6 +15,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, Trainer, TrainingArguments
 
 from hf_plasticity import (
+    InPlaceAdapterError,
     InvalidInputError,
     PlasticityConfig,
     UnknownComponentError,
@@ -60,16 +61,28 @@ def owner(name: str) -> str:
     return name.rpartition(".")[0]  # a saved head weight: "classifier.weight" -> "classifier"
 
 
+MODES = {  # full in place (the default), full beside a kept original, and LoRA
+    "full": {"mode": "full"},
+    "full+original": {"mode": "full", "keep_original": True},
+    "lora": {"mode": "lora"},
+}
+
+
 @pytest.mark.parametrize("arch", sorted(TINY_MODELS))
 @pytest.mark.parametrize("rule", sorted(RULES))
-@pytest.mark.parametrize("mode", ["full", "lora"])
+@pytest.mark.parametrize("mode", sorted(MODES))
 def test_matrix(arch: str, rule: str, mode: str, tmp_path: Path) -> None:
     kwargs, expected_types = RULES[rule]
     base = TINY_MODELS[arch]()
     rc = resolve_components(base)
     heads = rc.head_paths()
     n_base = sum(p.numel() for p in base.parameters())
-    model = get_peft_model(base, PlasticityConfig(mode=mode, **kwargs))
+    n_heads = sum(p.numel() for h in heads for p in base.get_submodule(h).parameters())
+    model = get_peft_model(base, PlasticityConfig(**MODES[mode], **kwargs))
+    if mode != "lora":  # parameters held: the base, PEFT's head copy, and a copy of the selection if kept
+        n_selected = model.get_nb_trainable_parameters()[0] - n_heads
+        copies = n_heads + (n_selected if mode == "full+original" else 0)
+        assert sum(p.numel() for p in model.parameters()) == n_base + copies
     config = model.peft_config["default"]
 
     # trainable set: exactly the selected modules (through their adapter) and the head
@@ -114,7 +127,7 @@ def test_matrix(arch: str, rule: str, mode: str, tmp_path: Path) -> None:
     merged = loaded.merge_and_unload()
     assert type(merged) is type(base)
     assert not [n for n, _ in merged.named_modules() if "plasticity" in n or "lora" in n]
-    if mode == "full":
+    if mode != "lora":
         assert torch.equal(first_output(merged, x), out)
     else:
         torch.testing.assert_close(first_output(merged, x), out, rtol=1e-4, atol=1e-5)
@@ -184,38 +197,109 @@ def test_report_path_and_layers(tiny_vit: nn.Module, tmp_path: Path) -> None:
     assert model.peft_config["default"].selected_modules == ["vit.layers.1.attention"]
 
 
-def test_disable_adapter_runs_the_base_model(tiny_vit: nn.Module) -> None:
+def test_disable_adapter_runs_the_kept_original(tiny_vit: nn.Module) -> None:
     x = pixels(4, seed=5)
     reference = first_output(TINY_MODELS["vit"](), x)
-    model = get_peft_model(tiny_vit, PlasticityConfig(components=["mha", "ffn_norm"]))
+    model = get_peft_model(tiny_vit, PlasticityConfig(components=["mha", "ffn_norm"], keep_original=True))
     train_step(model, x)
     assert not torch.allclose(first_output(model, x), reference)
     with model.disable_adapter():
         assert torch.equal(first_output(model, x), reference)
     assert not torch.allclose(first_output(model, x), reference)
+    model.merge_adapter()
+    with model.disable_adapter():  # unmerges first: still the original
+        assert torch.equal(first_output(model, x), reference)
+
+
+def test_in_place_trains_the_models_own_weights(tiny_vit: nn.Module, tmp_path: Path) -> None:
+    x = pixels(4, seed=7)
+    attention = tiny_vit.vit.layers[0].attention
+    q_weight = attention.q_proj.weight
+    model = get_peft_model(tiny_vit, PlasticityConfig(components=["mha"]))
+    before = q_weight.detach().clone()
+    train_step(model, x)
+    assert not torch.equal(q_weight, before)  # the original tensor itself was trained: no copy exists
+    assert model.base_model.model.vit.layers[0].attention.get_base_layer() is attention
+    trained = first_output(model, x)
+
+    # what needs the original weights says so, and changes nothing
+    for action, call in [
+        ("disable_adapter", lambda: model.disable_adapter().__enter__()),
+        ("unload", model.unload),
+        ("delete_adapter", lambda: model.delete_adapter("default")),
+        ("adding adapter 'two'", lambda: model.add_adapter("two", PlasticityConfig(components=["mha"]))),
+        ("adding adapter 'three'", lambda: model.add_adapter("three", PlasticityConfig(keep_original=True))),
+    ]:
+        with pytest.raises(InPlaceAdapterError, match=f"{action}.*keep_original=True"):
+            call()
+        assert list(model.peft_config) == ["default"]
+        assert torch.equal(first_output(model, x), trained)
+    assert model.get_model_status().enabled is True
+
+    # merging is a no-op both ways, and merge_and_unload hands back the trained module itself
+    model.merge_adapter()
+    model.unmerge_adapter()
+    assert torch.equal(first_output(model, x), trained)
+    model.save_pretrained(tmp_path)
+    merged = model.merge_and_unload()
+    assert merged.vit.layers[0].attention is attention
+    assert torch.equal(first_output(merged, x), trained)
+
+    # the saved adapter is the same whichever way it is loaded: in place, or beside a kept original
+    assert torch.equal(first_output(load_adapter(TINY_MODELS["vit"](), tmp_path), x), trained)
+    config = PlasticityConfig.from_pretrained(tmp_path)
+    config.keep_original = True
+    kept = load_adapter(TINY_MODELS["vit"](), tmp_path, config=config)
+    assert torch.equal(first_output(kept, x), trained)
+    with kept.disable_adapter():
+        assert torch.equal(first_output(kept, x), first_output(TINY_MODELS["vit"](), x))
+
+
+@pytest.mark.parametrize("keep_original", [False, True])
+@pytest.mark.parametrize("is_trainable", [False, True])
+def test_low_cpu_mem_usage_loading(keep_original: bool, is_trainable: bool, tmp_path: Path) -> None:
+    x = pixels(3, seed=8)
+    model = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(components=["mha"], keep_original=keep_original))
+    train_step(model, x)
+    model.save_pretrained(tmp_path)
+    loaded = PeftModel.from_pretrained(
+        TINY_MODELS["vit"](), tmp_path, low_cpu_mem_usage=True, is_trainable=is_trainable
+    )
+    assert torch.equal(first_output(loaded, x), first_output(model, x))
+    assert loaded.get_nb_trainable_parameters()[0] == (model.get_nb_trainable_parameters()[0] if is_trainable else 0)
+    assert {p.device.type for p in loaded.parameters()} == {"cpu"}
 
 
 def test_several_adapters(tiny_vit: nn.Module) -> None:
     x = pixels(4, seed=6)
-    model = get_peft_model(tiny_vit, PlasticityConfig(components=["mha"]), adapter_name="one")
+    keep = {"keep_original": True}
+    model = get_peft_model(tiny_vit, PlasticityConfig(components=["mha"], **keep), adapter_name="one")
     train_step(model, x)
     out_a = first_output(model, x)
-    model.add_adapter("two", PlasticityConfig(components=["mha", "ffn_fc2"]))
+    model.add_adapter("two", PlasticityConfig(components=["mha", "ffn_fc2"], **keep))
     model.set_adapter("two")
     train_step(model, x)
     out_b = first_output(model, x)
     assert not torch.allclose(out_a, out_b)
     model.set_adapter("one")
     assert torch.equal(first_output(model, x), out_a)
+    model.delete_adapter("two")
+    assert torch.equal(first_output(model, x), out_a)
+    model.add_adapter("two", PlasticityConfig(components=["mha", "ffn_fc2"], **keep))
     with pytest.raises(ValueError, match="Only one adapter can be set"):  # PEFT's own guard on the heads
         model.base_model.set_adapter(["one", "two"])
-    bare = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(components=["mha"], modules_to_save=[]), "one")
-    bare.add_adapter("two", PlasticityConfig(components=["mha"], modules_to_save=[]))
+    bare = get_peft_model(
+        TINY_MODELS["vit"](), PlasticityConfig(components=["mha"], modules_to_save=[], **keep), "one"
+    )
+    bare.add_adapter("two", PlasticityConfig(components=["mha"], modules_to_save=[], **keep))
     bare.base_model.set_adapter(["one", "two"])
     with pytest.raises(ValueError, match="cannot be combined; activate one"):
         first_output(bare, x)
     with pytest.raises(InvalidInputError, match="cannot share a module"):
         model.add_adapter("three", PlasticityConfig(components=["mha"], mode="lora"))
+    with pytest.raises(InPlaceAdapterError, match="adding adapter 'four'"):
+        model.add_adapter("four", PlasticityConfig(components=["mha"]))
+    assert sorted(model.peft_config) == ["one", "two"]
 
 
 def test_plain_trainer_moves_exactly_the_selected_parameters(tiny_vit: nn.Module, tmp_path: Path) -> None:

@@ -70,6 +70,15 @@ class PlasticityConfig(PeftConfig):
             "linear layers of the selected components; a selected LayerNorm is trained directly."
         },
     )
+    keep_original: bool = field(
+        default=False,
+        metadata={
+            "help": "mode='full' only. False (default, the paper): train the selected modules' own weights in "
+            "place; the model then holds one adapter, and disable_adapter(), unload() and delete_adapter() raise, "
+            "as no original weights remain. True: train a copy beside each frozen original, so those work and "
+            "several adapters can share the model, at the cost of one more copy of the selected weights."
+        },
+    )
     r: int = field(default=8, metadata={"help": "LoRA rank (mode='lora')."})
     lora_alpha: int = field(default=8, metadata={"help": "LoRA alpha (mode='lora')."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (mode='lora')."})
@@ -121,6 +130,11 @@ class PlasticityConfig(PeftConfig):
     def from_report(cls, report: PlasticityReport | str | os.PathLike[str], **kwargs: Any) -> PlasticityConfig:
         """A config whose scores are a measured report (or its saved JSON)."""
         return cls(scores=report, **kwargs)
+
+    @property
+    def in_place(self) -> bool:
+        """Whether this adapter trains the model's own weights (mode 'full' without ``keep_original``)."""
+        return self.mode == "full" and not self.keep_original
 
     @property
     def rule(self) -> str:

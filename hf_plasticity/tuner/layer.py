@@ -1,8 +1,13 @@
-"""``PlasticityLayer``: a selected module trained in full, as a per-adapter copy beside the frozen original.
+"""``PlasticityLayer``: a selected module trained in full, either in place or as a copy beside the original.
 
-Keeping the original untouched is what makes the method behave like any PEFT adapter: the adapter file
-holds only the trained copies, ``disable_adapter()`` runs the original, several adapters can sit on one
-model, and merging is swapping the trained copy in.
+In place (the default, and the paper's method) the module's own weights are the adapter: nothing is
+duplicated, so the memory cost is that of training those weights and no more. The adapter file still holds
+only the trained modules, and merging is a no-op; what needs the original weights (disabling, unloading,
+a second adapter) raises :class:`InPlaceAdapterError` naming ``keep_original=True``.
+
+With ``keep_original=True`` each adapter trains its own copy and the frozen original stays as
+``base_layer``, as PEFT's ``ModulesToSaveWrapper`` does: ``disable_adapter()`` runs the original, several
+adapters can sit on one model, and merging swaps the trained copy in.
 """
 
 from __future__ import annotations
@@ -14,6 +19,17 @@ from typing import Any
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
+from ..errors import InPlaceAdapterError
+
+
+def in_place_error(action: str) -> InPlaceAdapterError:
+    """The one message for everything an in-place adapter cannot do: it has no original weights."""
+    return InPlaceAdapterError(
+        f"{action} needs the original weights, but this plasticity adapter trained the selected modules in place "
+        "(PlasticityConfig(mode='full', keep_original=False), the default); create the adapter with "
+        "PlasticityConfig(..., keep_original=True) to keep a frozen original, or reload the base model"
+    )
+
 
 class PlasticityLayer(nn.Module, BaseTunerLayer):
     """Wraps one selected module (attention block, MLP linear or LayerNorm) of a transformer layer."""
@@ -21,23 +37,46 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
     adapter_layer_names = ("plasticity_modules",)
     other_param_names = ()
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, inference_mode: bool = False) -> None:
+    def __init__(
+        self, base_layer: nn.Module, adapter_name: str, inference_mode: bool = False, keep_original: bool = True
+    ) -> None:
         super().__init__()
-        self.base_layer = base_layer
+        self.keep_original = keep_original
         self.plasticity_modules = nn.ModuleDict({})
+        if keep_original:
+            self.base_layer = base_layer  # registered as a child; read back through the property below
+        else:
+            self.plasticity_modules[adapter_name] = base_layer
         self._active_adapter = adapter_name
         self.merged_adapters: list[str] = []
         self.update_layer(adapter_name, inference_mode=inference_mode)
 
+    @property
+    def base_layer(self) -> nn.Module:
+        # In place, the trained module *is* the base layer: one module, registered once (under the adapter
+        # name, so PEFT saves, loads and trains it as the adapter's), seen by PEFT's unloading as the base.
+        if self.keep_original:
+            return self._modules["base_layer"]
+        return next(iter(self.plasticity_modules.values()))
+
     def update_layer(self, adapter_name: str, inference_mode: bool = False, **kwargs: Any) -> None:
-        """Add a trainable copy of the original module for ``adapter_name``."""
-        trained = copy.deepcopy(self.get_base_layer())
-        trained.requires_grad_(True)
-        self.plasticity_modules[adapter_name] = trained
+        """Make ``adapter_name``'s module trainable: the module itself, or a new copy of the original."""
+        if self.keep_original:
+            self.plasticity_modules[adapter_name] = copy.deepcopy(self.get_base_layer())
+        elif adapter_name not in self.plasticity_modules:
+            raise in_place_error(f"adding adapter {adapter_name!r} beside another on the same module")
+        self.plasticity_modules[adapter_name].requires_grad_(True)
         self.set_adapter(self.active_adapters, inference_mode=inference_mode)
 
+    def enable_adapters(self, enabled: bool) -> None:
+        if not enabled and not self.keep_original:
+            raise in_place_error("disable_adapter()")
+        super().enable_adapters(enabled)
+
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """Swap the adapter's trained copy in as the module (a copy replaces weights; nothing to add up)."""
+        """Swap the adapter's trained copy in as the module; in place, the weights already are the module's."""
+        if not self.keep_original:
+            return
         adapter_names = check_adapters_to_merge(self, adapter_names)
         if not adapter_names:
             return
@@ -54,6 +93,8 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
         self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
+        if not self.keep_original:
+            return  # merged and unmerged are the same weights: the adapter's
         if not self.merged:
             warnings.warn("already unmerged; nothing to do", stacklevel=2)
             return

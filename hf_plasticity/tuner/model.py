@@ -18,12 +18,15 @@ from torch import nn
 from ..components import resolve_components
 from ..errors import InvalidInputError
 from .config import PlasticityConfig
-from .layer import PlasticityLayer
+from .layer import PlasticityLayer, in_place_error
 from .selection import lora_targets, select_modules
 
 
 class PlasticityModel(BaseTuner):
     """Trains the modules that plasticity selects: in full (``mode="full"``) or through LoRA (``mode="lora"``).
+
+    In mode full the modules train in place unless ``keep_original=True``; an in-place adapter is the
+    model's only adapter, and what needs the original weights raises :class:`InPlaceAdapterError`.
 
     Example:
         >>> from peft import get_peft_model
@@ -44,6 +47,9 @@ class PlasticityModel(BaseTuner):
     def _resolve_targets(self, model: nn.Module, adapter_name: str) -> None:
         config: PlasticityConfig = self.peft_config[adapter_name]
         resolve_components(model)  # an unsupported model fails here, with the fix in the message
+        others = [c for name, c in self.peft_config.items() if name != adapter_name]
+        if others and (config.in_place or any(c.in_place for c in others)):
+            raise in_place_error(f"adding adapter {adapter_name!r} to a model that already has one")
         modes = {c.mode for name, c in self.peft_config.items() if name != adapter_name and c.selected_modules}
         if modes and modes != {config.mode}:
             raise InvalidInputError(
@@ -108,7 +114,12 @@ class PlasticityModel(BaseTuner):
                 lora_alpha=peft_config.lora_alpha,
             )
         else:
-            new = PlasticityLayer(target, adapter_name, inference_mode=peft_config.inference_mode)
+            new = PlasticityLayer(
+                target,
+                adapter_name,
+                inference_mode=peft_config.inference_mode,
+                keep_original=not peft_config.in_place,
+            )
         if adapter_name not in self.active_adapters:
             new.requires_grad_(False)
         self._replace_module(parent, target_name, new, target)
@@ -130,6 +141,25 @@ class PlasticityModel(BaseTuner):
         """Trained copies keep the dtype of the module they copy (no float32 up-cast as for LoRA factors)."""
         if self.peft_config[adapter_name].mode == "lora":
             super()._cast_adapter_dtype(adapter_name, autocast_adapter_dtype)
+
+    def disable_adapter_layers(self) -> None:
+        """PEFT's, after checking that the original weights still exist (before anything is switched off)."""
+        self._check_original_kept("disable_adapter()")
+        super().disable_adapter_layers()
+
+    def unload(self) -> nn.Module:
+        """PEFT's: the base model without the adapter, which needs the original weights kept."""
+        self._check_original_kept("unload()")
+        return super().unload()
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        if adapter_name in self.peft_config and self.peft_config[adapter_name].in_place:
+            raise in_place_error(f"delete_adapter({adapter_name!r})")
+        super().delete_adapter(adapter_name)
+
+    def _check_original_kept(self, action: str) -> None:
+        if any(c.in_place for c in self.peft_config.values()):
+            raise in_place_error(action)
 
     def _unloading_checks(self, adapter_names: list[str] | None) -> None:
         adapters = adapter_names or self.active_adapters
