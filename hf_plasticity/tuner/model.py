@@ -50,7 +50,7 @@ class PlasticityModel(BaseTuner):
         others = [c for name, c in self.peft_config.items() if name != adapter_name]
         if others and (config.in_place or any(c.in_place for c in others)):
             raise in_place_error(f"adding adapter {adapter_name!r} to a model that already has one")
-        modes = {c.mode for name, c in self.peft_config.items() if name != adapter_name and c.selected_modules}
+        modes = {c.mode for c in others if c.selected_modules}
         if modes and modes != {config.mode}:
             raise InvalidInputError(
                 f"this model already has a mode={modes.pop()!r} plasticity adapter; adapters of mode 'full' and "
