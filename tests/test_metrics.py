@@ -23,5 +23,5 @@ def test_accuracy_accumulates_batches() -> None:
 
 
 def test_unknown_metric_names_the_fix() -> None:
-    with pytest.raises(InvalidInputError, match="evaluate.load"):
+    with pytest.raises(InvalidInputError, match=r"evaluate\.load"):
         load_metric("bleu")
