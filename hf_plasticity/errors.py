@@ -37,3 +37,19 @@ class MissingDataError(PlasticityError, FileNotFoundError):
 
 class InPlaceAdapterError(PlasticityError, ValueError):
     """An operation that needs the original weights, on an adapter that trained them in place."""
+
+
+class NonFiniteError(InvalidInputError):
+    """NaN or infinite pixels, weights or rates; the message names the image, layer or weight."""
+
+
+class PlasticityWarning(UserWarning):
+    """Base class of the warnings hf_plasticity gives (results to read with care, nothing failed)."""
+
+
+class LegacyReportWarning(PlasticityWarning):
+    """A report saved by an older version, whose numbers follow an older definition."""
+
+
+class SmallSampleWarning(PlasticityWarning):
+    """Too few pairs for the statistics asked of them (a 95% interval needs at least two)."""
