@@ -37,3 +37,11 @@ class MissingDataError(PlasticityError, FileNotFoundError):
 
 class InPlaceAdapterError(PlasticityError, ValueError):
     """An operation that needs the original weights, on an adapter that trained them in place."""
+
+
+class OutputPathError(PlasticityError, ValueError):
+    """An output path that cannot be written, or that would overwrite an input or another output."""
+
+
+class HubUnreachableError(MissingDataError):
+    """A name that is neither local nor in the cache, while the Hugging Face Hub cannot be reached."""

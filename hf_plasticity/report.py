@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .components import COMPONENTS
-from .errors import ReportFormatError, UnknownComponentError
-from .io import atomic_write, atomic_write_text
+from .errors import InvalidInputError, ReportFormatError, UnknownComponentError
+from .io import atomic_write, atomic_write_text, check_output_path, figure_format
 from .stats import mean_std
 
 if TYPE_CHECKING:
@@ -126,6 +126,13 @@ class PlasticityReport:
     def stat(self, component: str, layer: int | None = None) -> ComponentStat:
         """Statistics of a component type, pooled over layers, or of one layer's component."""
         ci = self._index(component)
+        if layer is not None and (
+            isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not 0 <= layer < self.num_layers
+        ):
+            raise InvalidInputError(
+                f"layer must be an int in 0..{self.num_layers - 1} (this report has {self.num_layers} layers), "
+                f"or None to pool all layers; got {layer!r}"
+            )
         if layer is None:
             n, s, sq = self.count[:, ci].sum(), self.sum[:, ci].sum(), self.sum_sq[:, ci].sum()
         else:
@@ -234,6 +241,7 @@ class PlasticityReport:
     def from_dict(cls, d: dict[str, Any]) -> PlasticityReport:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             raise ReportFormatError("not an hf_plasticity report (its 'schema' field is missing or foreign)")
+        _validate_report_dict(d)
         version = d.get("schema_version")
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise ReportFormatError(
@@ -312,6 +320,10 @@ class PlasticityReport:
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
 
+        suffix = None if path is None else figure_format(path)  # fail before drawing, not after
+        if path is not None:
+            check_output_path(path)
+
         fig = Figure(figsize=(12, 4.2), layout="constrained")
         ax_dist, ax_depth = fig.subplots(1, 2)
         order = self.ranking()
@@ -355,7 +367,6 @@ class PlasticityReport:
         name = self.model.get("model_id") or self.model.get("architecture", "model")
         fig.suptitle(title or f"{name} — {self.protocol} protocol, {self.num_pairs} pairs")
         if path is not None:
-            suffix = Path(path).suffix.lstrip(".") or "png"
             atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120))
         return fig
 
@@ -413,3 +424,76 @@ def _finite(x: float) -> float:
 
 def _nan_to_none(a: np.ndarray) -> list[list[float | None]]:
     return [[None if not math.isfinite(v) else float(v) for v in row] for row in a.tolist()]
+
+
+def _validate_report_dict(d: dict[str, Any]) -> None:
+    """Reject a report dict whose parts disagree, so a bad file fails on load, not later in ranking() or plot()."""
+    version = d.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ReportFormatError(
+            f"the report's 'schema_version' field is missing or corrupt (got {version!r}); the file was not "
+            "written by PlasticityReport.save() or was edited: measure again to get a valid report"
+        )
+    if version > SCHEMA_VERSION:
+        return  # from_dict says to upgrade: a newer layout is not ours to judge
+    fix = "the report is incomplete or was edited: measure again"
+    components = d.get("components")
+    if not isinstance(components, list) or not components or not all(isinstance(c, str) for c in components):
+        raise ReportFormatError(f"the report's 'components' must be a non-empty list of names; {fix}")
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown:
+        raise ReportFormatError(
+            f"the report names unknown component(s) {unknown}; known components are {list(COMPONENTS)}; {fix}"
+        )
+    if len(set(components)) != len(components):
+        raise ReportFormatError(f"the report lists a component twice ({components}); {fix}")
+    stats = d.get("stats")
+    if not isinstance(stats, dict):
+        raise ReportFormatError(f"the report has no 'stats' section; {fix}")
+    arrays = {}
+    for key in ("count", "sum", "sum_sq", "excluded"):
+        try:
+            arrays[key] = np.asarray(stats[key], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReportFormatError(f"the report's stats.{key} is missing or not a numeric table; {fix}") from exc
+    shape = arrays["count"].shape
+    if len(shape) != 2 or shape[1] != len(components) or shape[0] < 1:
+        raise ReportFormatError(
+            f"the report's stats.count has shape {shape}; expected (layers, {len(components)}) for its "
+            f"{len(components)} components; {fix}"
+        )
+    for key, a in arrays.items():
+        if a.shape != shape:
+            raise ReportFormatError(f"the report's stats.{key} has shape {a.shape}, stats.count {shape}; {fix}")
+    for key in ("count", "excluded"):
+        a = arrays[key]
+        if not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a != np.round(a)):
+            raise ReportFormatError(f"the report's stats.{key} must hold counts (integers >= 0); {fix}")
+    if np.any(arrays["sum_sq"] < 0):
+        raise ReportFormatError(f"the report's stats.sum_sq holds negative sums of squares; {fix}")
+    num_pairs = d.get("num_pairs")
+    if isinstance(num_pairs, bool) or not isinstance(num_pairs, int) or num_pairs < 0:
+        raise ReportFormatError(f"the report's 'num_pairs' must be an integer >= 0; got {num_pairs!r}; {fix}")
+    paths = d.get("module_paths")
+    if not isinstance(paths, dict) or set(paths) != set(components):
+        have = sorted(paths) if isinstance(paths, dict) else paths
+        raise ReportFormatError(
+            f"the report's 'module_paths' must give the modules of each component {components}; got {have!r}; {fix}"
+        )
+    for comp, modules in paths.items():
+        if not isinstance(modules, list) or len(modules) != shape[0] or not all(isinstance(m, str) for m in modules):
+            raise ReportFormatError(
+                f"the report's module_paths[{comp!r}] must list one module name per layer ({shape[0]}); {fix}"
+            )
+    rates = d.get("rates")
+    if rates:
+        try:
+            rshape = [int(n) for n in rates["shape"]]
+            nbytes = len(base64.b64decode(rates["base64"], validate=True))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReportFormatError(f"the report's 'rates' section is corrupt ({exc}); {fix}") from exc
+        if len(rshape) != 3 or tuple(rshape[1:]) != shape or nbytes != 4 * math.prod(rshape):
+            raise ReportFormatError(
+                f"the report's rates have shape {rshape} ({nbytes} bytes); expected (pairs, {shape[0]}, "
+                f"{shape[1]}) float32 values; {fix}"
+            )
