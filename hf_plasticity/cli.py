@@ -85,10 +85,10 @@ def _run_measure(args: argparse.Namespace) -> int:
     from .data.loaders import load_named_dataset
 
     validate_components(args.components)  # fail before anything is loaded
-    if args.plot is not None:
-        figure_format(args.plot, "--plot")
     inputs = [args.model, args.data, args.reference, args.image_processor]
     check_output_paths({"--out": args.out, "--plot": args.plot}, inputs=inputs)
+    if args.plot is not None:
+        figure_format(args.plot, "--plot")
     data = load_named_dataset(args.data, split=args.split)
     reference = None if args.reference is None else load_named_dataset(args.reference, split=args.reference_split)
     _measure_and_print(args, args.model, data, reference, args.data, args.reference, args.out, args.plot)
@@ -139,9 +139,12 @@ def _measure_and_print(
     from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(model_name)
     processor_name = getattr(args, "image_processor", None)
-    processor = load_image_processor(processor_name or model_name, required=processor_name is not None)
+    if processor_name is not None:  # named by the user: a bad name fails before the model loads
+        processor = load_image_processor(processor_name, required=True)
+    model = load_model(model_name)
+    if processor_name is None:
+        processor = load_image_processor(model_name)
     start = time.perf_counter()
     report = measure_plasticity(
         model,
@@ -177,8 +180,8 @@ def _run_show(args: argparse.Namespace) -> int:
     from .report import PlasticityReport
 
     if args.plot is not None:
-        figure_format(args.plot, "--plot")
         check_output_paths({"--plot": args.plot}, inputs=[args.report])
+        figure_format(args.plot, "--plot")
     report = PlasticityReport.load(args.report)
     print(repr(report))
     print(report.to_markdown(per_layer=args.per_layer))

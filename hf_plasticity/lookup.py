@@ -31,6 +31,8 @@ def reject_local_typo(name: str, known: Iterable[str], what: str) -> None:
     if close:
         raise MissingDataError(f"no {what} named {name!r}; did you mean {close[0]!r}? (known names: {known})")
     path = Path(name).expanduser()
+    if name.startswith(("./", "../", "/", "~", ".\\", "..\\")) and not path.exists():
+        raise MissingDataError(f"no {what} at {name!r}: the path does not exist; pass an existing local path")
     parts = path.parts
     parent = path.parent
     siblings = _entries(parent)
@@ -54,8 +56,15 @@ def check_hub(repo_id: str, repo_type: Literal["model", "dataset"]) -> bool:
     """
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     what = "model" if repo_type == "model" else "data set"
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise MissingDataError(
+            f"{what} {repo_id!r} is neither an existing local path nor a valid Hub id ({exc}); check the name"
+        ) from exc
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
         return False  # the loaders read only the cache then, and fail fast by themselves
     api = HfApi()
