@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .components import COMPONENTS, THEORETICAL_RANKING, registered_model_types, validate_components
 from .errors import PlasticityError
+from .io import check_output_paths, figure_format
 
 if TYPE_CHECKING:
     from .report import PlasticityReport
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except (PlasticityError, FileNotFoundError) as exc:
+    except (PlasticityError, OSError) as exc:  # user error or the environment's: a message, never a traceback
         print(f"hf-plasticity: error: {exc}", file=sys.stderr)
         return 2
 
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--reference-split", help="split of the reference data (default: test)")
     m.add_argument("--out", required=True, type=Path, help="where to write the report (JSON)")
     m.add_argument("--plot", type=Path, help="also write the figure (PNG, SVG or PDF)")
+    m.add_argument(
+        "--image-processor",
+        metavar="NAME_OR_PATH",
+        help="image processor (Hub id or folder with preprocessor_config.json) for a checkpoint that ships none",
+    )
     _measure_options(m)
     m.set_defaults(run=_run_measure)
 
@@ -79,6 +85,10 @@ def _run_measure(args: argparse.Namespace) -> int:
     from .data.loaders import load_named_dataset
 
     validate_components(args.components)  # fail before anything is loaded
+    inputs = [args.model, args.data, args.reference, args.image_processor]
+    check_output_paths({"--out": args.out, "--plot": args.plot}, inputs=inputs)
+    if args.plot is not None:
+        figure_format(args.plot, "--plot")
     data = load_named_dataset(args.data, split=args.split)
     reference = None if args.reference is None else load_named_dataset(args.reference, split=args.reference_split)
     _measure_and_print(args, args.model, data, reference, args.data, args.reference, args.out, args.plot)
@@ -95,6 +105,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     except MissingDataError:
         reference, ref_name = load_fashion_mnist_sample(), "fashion-mnist-sample (bundled)"
     out = args.out_dir
+    check_output_paths({"report": out / "report.json", "figure": out / "plasticity.png"})
     print(f"Bundled ViT (pretrained on Fashion-MNIST); reference: {ref_name}; downstream: scikit-learn digits")
     report = _measure_and_print(
         args,
@@ -128,7 +139,12 @@ def _measure_and_print(
     from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    processor_name = getattr(args, "image_processor", None)
+    if processor_name is not None:  # named by the user: a bad name fails before the model loads
+        processor = load_image_processor(processor_name, required=True)
     model = load_model(model_name)
+    if processor_name is None:
+        processor = load_image_processor(model_name)
     start = time.perf_counter()
     report = measure_plasticity(
         model,
@@ -139,7 +155,7 @@ def _measure_and_print(
         batch_size=args.batch_size,
         components=args.components,
         device=device,
-        image_processor=load_image_processor(model_name),
+        image_processor=processor,
         seed=args.seed,
         progress=not args.no_progress,
         data_name=data_name,
@@ -163,6 +179,9 @@ def _measure_and_print(
 def _run_show(args: argparse.Namespace) -> int:
     from .report import PlasticityReport
 
+    if args.plot is not None:
+        check_output_paths({"--plot": args.plot}, inputs=[args.report])
+        figure_format(args.plot, "--plot")
     report = PlasticityReport.load(args.report)
     print(repr(report))
     print(report.to_markdown(per_layer=args.per_layer))

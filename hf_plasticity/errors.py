@@ -53,3 +53,11 @@ class LegacyReportWarning(PlasticityWarning):
 
 class SmallSampleWarning(PlasticityWarning):
     """Too few pairs for the statistics asked of them (a 95% interval needs at least two)."""
+
+
+class OutputPathError(PlasticityError, ValueError):
+    """An output path that cannot be written, or that would overwrite an input or another output."""
+
+
+class HubUnreachableError(MissingDataError):
+    """A name that is neither local nor in the cache, while the Hugging Face Hub cannot be reached."""

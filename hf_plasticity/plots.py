@@ -7,13 +7,12 @@ with each component's theoretical upper bound drawn beside it (dashed, same colo
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .components import COMPONENTS
-from .io import atomic_write
+from .io import atomic_write, check_output_path, figure_format
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,6 +27,9 @@ def plot_report(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
+    suffix = None if path is None else figure_format(path)  # fail before drawing, not after
+    if path is not None:
+        check_output_path(path)
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     ax_dist, ax_depth = fig.subplots(1, 2)
     order = report.ranking()
@@ -75,6 +77,5 @@ def plot_report(
     name = report.model.get("model_id") or report.model.get("architecture", "model")
     fig.suptitle(title or f"{name} — {report.protocol} protocol, {report.num_pairs} pairs")
     if path is not None:
-        suffix = Path(path).suffix.lstrip(".") or "png"
         atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120))
     return fig

@@ -24,7 +24,7 @@ import numpy as np
 
 from .bounds import WeightBounds
 from .components import COMPONENTS
-from .errors import LegacyReportWarning, ReportFormatError, UnknownComponentError
+from .errors import InvalidInputError, LegacyReportWarning, ReportFormatError, UnknownComponentError
 from .io import atomic_write_text
 from .stats import mean_std
 
@@ -143,6 +143,13 @@ class PlasticityReport:
     def stat(self, component: str, layer: int | None = None) -> ComponentStat:
         """Statistics of a component type, pooled over layers, or of one layer's component."""
         ci = self._index(component)
+        if layer is not None and (
+            isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not 0 <= layer < self.num_layers
+        ):
+            raise InvalidInputError(
+                f"layer must be an int in 0..{self.num_layers - 1} (this report has {self.num_layers} layers), "
+                f"or None to pool all layers; got {layer!r}"
+            )
         if layer is None:
             n, s, sq = self.count[:, ci].sum(), self.sum[:, ci].sum(), self.sum_sq[:, ci].sum()
         else:
@@ -304,6 +311,7 @@ class PlasticityReport:
     def from_dict(cls, d: dict[str, Any]) -> PlasticityReport:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             raise ReportFormatError("not an hf_plasticity report (its 'schema' field is missing or foreign)")
+        _validate_report_dict(d)
         version = d.get("schema_version")
         if isinstance(version, int) and version < SCHEMA_VERSION:
             warnings.warn(
@@ -349,6 +357,14 @@ class PlasticityReport:
         shape = (report.num_layers, len(report.components))
         if any(a.shape != shape for a in (report.count, report.sum, report.sum_sq, report.excluded)):
             raise ReportFormatError(f"the report's statistics do not all have shape {shape}")
+        wb = report.weight_bounds
+        if wb is not None and (
+            wb.layers.shape != (shape[0], len(wb.components)) or not set(report.components) <= set(wb.components)
+        ):
+            raise ReportFormatError(
+                f"the report's bounds cover {wb.layers.shape} (layers, components) but its statistics {shape}; "
+                "the report is incomplete or was edited: measure again"
+            )
         return report
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -478,3 +494,76 @@ def _bounds_from_dict(d: Any) -> WeightBounds | None:
     layers = np.array([[np.nan if v is None else v for v in row] for row in d["weights"]], dtype=np.float64)
     heads = np.asarray(d["attention_heads"], dtype=np.float64).reshape(layers.shape[0], -1, 2)
     return WeightBounds(tuple(d["components"]), layers, heads)
+
+
+def _validate_report_dict(d: dict[str, Any]) -> None:
+    """Reject a report dict whose parts disagree, so a bad file fails on load, not later in ranking() or plot()."""
+    version = d.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ReportFormatError(
+            f"the report's 'schema_version' field is missing or corrupt (got {version!r}); the file was not "
+            "written by PlasticityReport.save() or was edited: measure again to get a valid report"
+        )
+    if version > SCHEMA_VERSION:
+        return  # from_dict says to upgrade: a newer layout is not ours to judge
+    fix = "the report is incomplete or was edited: measure again"
+    components = d.get("components")
+    if not isinstance(components, list) or not components or not all(isinstance(c, str) for c in components):
+        raise ReportFormatError(f"the report's 'components' must be a non-empty list of names; {fix}")
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown:
+        raise ReportFormatError(
+            f"the report names unknown component(s) {unknown}; known components are {list(COMPONENTS)}; {fix}"
+        )
+    if len(set(components)) != len(components):
+        raise ReportFormatError(f"the report lists a component twice ({components}); {fix}")
+    stats = d.get("stats")
+    if not isinstance(stats, dict):
+        raise ReportFormatError(f"the report has no 'stats' section; {fix}")
+    arrays = {}
+    for key in ("count", "sum", "sum_sq", "excluded"):
+        try:
+            arrays[key] = np.asarray(stats[key], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReportFormatError(f"the report's stats.{key} is missing or not a numeric table; {fix}") from exc
+    shape = arrays["count"].shape
+    if len(shape) != 2 or shape[1] != len(components) or shape[0] < 1:
+        raise ReportFormatError(
+            f"the report's stats.count has shape {shape}; expected (layers, {len(components)}) for its "
+            f"{len(components)} components; {fix}"
+        )
+    for key, a in arrays.items():
+        if a.shape != shape:
+            raise ReportFormatError(f"the report's stats.{key} has shape {a.shape}, stats.count {shape}; {fix}")
+    for key in ("count", "excluded"):
+        a = arrays[key]
+        if not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a != np.round(a)):
+            raise ReportFormatError(f"the report's stats.{key} must hold counts (integers >= 0); {fix}")
+    if np.any(arrays["sum_sq"] < 0):
+        raise ReportFormatError(f"the report's stats.sum_sq holds negative sums of squares; {fix}")
+    num_pairs = d.get("num_pairs")
+    if isinstance(num_pairs, bool) or not isinstance(num_pairs, int) or num_pairs < 0:
+        raise ReportFormatError(f"the report's 'num_pairs' must be an integer >= 0; got {num_pairs!r}; {fix}")
+    paths = d.get("module_paths")
+    if not isinstance(paths, dict) or set(paths) != set(components):
+        have = sorted(paths) if isinstance(paths, dict) else paths
+        raise ReportFormatError(
+            f"the report's 'module_paths' must give the modules of each component {components}; got {have!r}; {fix}"
+        )
+    for comp, modules in paths.items():
+        if not isinstance(modules, list) or len(modules) != shape[0] or not all(isinstance(m, str) for m in modules):
+            raise ReportFormatError(
+                f"the report's module_paths[{comp!r}] must list one module name per layer ({shape[0]}); {fix}"
+            )
+    rates = d.get("rates")
+    if rates:
+        try:
+            rshape = [int(n) for n in rates["shape"]]
+            nbytes = len(base64.b64decode(rates["base64"], validate=True))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReportFormatError(f"the report's 'rates' section is corrupt ({exc}); {fix}") from exc
+        if len(rshape) != 3 or tuple(rshape[1:]) != shape or nbytes != 4 * math.prod(rshape):
+            raise ReportFormatError(
+                f"the report's rates have shape {rshape} ({nbytes} bytes); expected (pairs, {shape[0]}, "
+                f"{shape[1]}) float32 values; {fix}"
+            )
