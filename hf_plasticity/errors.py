@@ -37,3 +37,7 @@ class MissingDataError(PlasticityError, FileNotFoundError):
 
 class InPlaceAdapterError(PlasticityError, ValueError):
     """An operation that needs the original weights, on an adapter that trained them in place."""
+
+
+class AdapterLoadError(InvalidInputError):
+    """A saved adapter that cannot be loaded onto this model: missing or corrupt files, or another model's shape."""
