@@ -15,6 +15,7 @@ from .components import (
     resolve_components,
 )
 from .errors import (
+    AdapterLoadError,
     EmptyDataError,
     HubUnreachableError,
     InPlaceAdapterError,
@@ -38,6 +39,7 @@ from .tuner import PlasticityConfig, PlasticityModel, load_adapter, select_modul
 __all__ = [
     "COMPONENTS",
     "THEORETICAL_RANKING",
+    "AdapterLoadError",
     "ComponentMap",
     "ComponentSpec",
     "ComponentStat",

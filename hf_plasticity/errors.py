@@ -61,3 +61,7 @@ class OutputPathError(PlasticityError, ValueError):
 
 class HubUnreachableError(MissingDataError):
     """A name that is neither local nor in the cache, while the Hugging Face Hub cannot be reached."""
+
+
+class AdapterLoadError(InvalidInputError):
+    """A saved adapter that cannot be loaded onto this model: missing or corrupt files, or another model's shape."""
