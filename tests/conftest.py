@@ -34,6 +34,7 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 os.environ.pop("HF_HUB_OFFLINE", None)
 
+import contextlib
 import functools
 import socket
 from collections.abc import Callable, Iterator
@@ -120,16 +121,12 @@ _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "ip6-localhost", ""}
 def _local_names() -> tuple[frozenset[str], frozenset[str]]:
     """Names and addresses of this machine: torch.distributed and accelerate resolve and bind to them."""
     names = set(_LOOPBACK_NAMES)
-    try:
+    with contextlib.suppress(OSError):
         names |= {socket.gethostname(), socket.getfqdn()}
-    except OSError:
-        pass
     own: set[str] = set()
     for name in names - _LOOPBACK_NAMES:
-        try:
+        with contextlib.suppress(OSError):
             own |= {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
-        except OSError:
-            pass
     return frozenset(names), frozenset(own)
 
 

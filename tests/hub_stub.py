@@ -172,7 +172,7 @@ def _handler(stub: HubStub) -> type[BaseHTTPRequestHandler]:
                 found = self._files(m.group(1), unquote(m.group(2) or "main"))
                 if found is None:
                     return
-                repo, rev, files, sha = found
+                repo, _rev, files, sha = found
                 return self._json(
                     200,
                     {

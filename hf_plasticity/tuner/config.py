@@ -123,8 +123,14 @@ class PlasticityConfig(PeftConfig):
             raise InvalidInputError(f"mode={self.mode!r}; choose 'full' or 'lora'")
         if self.mode == "lora" and self.r < 1:
             raise InvalidInputError(f"r={self.r} must be a positive LoRA rank")
+        report = self.scores if isinstance(self.scores, PlasticityReport) else None
+        if isinstance(self.scores, str | os.PathLike):
+            report = PlasticityReport.load(self.scores)
         self.scores, source = _normalise_scores(self.scores)
         self.score_source = self.score_source or source
+        # The measured report itself, not a dataclass field (so not in adapter_config.json): model cards
+        # (hf_plasticity.cards) show its intervals and figure, and save it beside the adapter.
+        self._report: PlasticityReport | None = report
 
     @classmethod
     def from_report(cls, report: PlasticityReport | str | os.PathLike[str], **kwargs: Any) -> PlasticityConfig:
