@@ -118,7 +118,7 @@ def _handler(stub: HubStub) -> type[BaseHTTPRequestHandler]:
                         return self._json(409, {"error": "You already created this model repo", "url": repo})
                     stub.branches[repo] = {"main": {}}
                     stub.heads[repo] = {"main": _oid(repo.encode())}
-                    stub.private[repo] = bool(req.get("private"))
+                    stub.private[repo] = bool(req.get("private")) or req.get("visibility") == "private"
                 return self._json(200, {"url": f"{stub.endpoint}/{repo}", "name": repo})
             if path == "/api/validate-yaml":
                 if self._gate("validate"):
