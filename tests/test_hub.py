@@ -63,7 +63,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------ no request leaves
 def test_the_hub_endpoint_is_the_loopback_stub() -> None:
-    assert huggingface_hub.constants.ENDPOINT == HUB.endpoint
+    assert HUB.endpoint == huggingface_hub.constants.ENDPOINT
     assert HfApi().endpoint == HUB.endpoint
     assert huggingface_hub.hf_api.api.endpoint == HUB.endpoint  # the client frozen at import time
 
@@ -79,7 +79,7 @@ def test_the_hub_endpoint_is_the_loopback_stub() -> None:
     ids=["create_connection", "getaddrinfo", "connect", "huggingface_hub"],
 )
 def test_a_request_beyond_loopback_fails_the_test(attempt, network_guard: list[str]) -> None:
-    with pytest.raises(BlockedNetworkError, match="tests never leave 127.0.0.1"):
+    with pytest.raises(BlockedNetworkError, match=r"tests never leave 127\.0\.0\.1"):
         attempt()
     assert network_guard  # recorded: the guard's teardown would fail this test ...
     network_guard.clear()  # ... which is expected here
@@ -159,11 +159,15 @@ def test_exports_load_from_the_hub_without_hf_plasticity(
     push_to_hub(export, f"someone/{kind}")
     torch.save(x, tmp_path / "x.pt")
     env = {**os.environ, "PYTHONPATH": ""}  # this checkout is not importable there
+    argv = [str(base_dir), f"someone/{kind}", kind, str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
     done = subprocess.run(
-        [sys.executable, "-c", EXPORT_LOADER, str(base_dir), f"someone/{kind}", kind, str(tmp_path / "x.pt"),
-         str(tmp_path / "y.pt")],  # fmt: skip
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-c", EXPORT_LOADER, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     expected_type = "PeftModel" if kind == "lora" else "ViTForImageClassification"
     assert done.stdout.strip().endswith(expected_type)
