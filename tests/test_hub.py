@@ -213,3 +213,15 @@ def test_failed_pushes_say_why_and_push_nothing(hub, tmp_path: Path, monkeypatch
     assert hub.commits == [] and not any(hub.repos.values())
     assert digest(tmp_path) == before
     assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "PLASTICITY"
+
+
+def test_cli_card_push(hub, tmp_path: Path) -> None:
+    from hf_plasticity.cli import main
+
+    model = trained()
+    model.save_pretrained(tmp_path / "adapter")
+    report = model.peft_config["default"]._report.save(tmp_path / "r.json")
+    assert main(["card", "--report", str(report), "--adapter", str(tmp_path / "adapter"), "--push", REPO]) == 0
+    assert set(hub.repos[REPO]) == EXPECTED_FILES
+    card = ModelCard.load(REPO)
+    assert card.data.plasticity["trained_modules"] and f'"{REPO}"' in card.text
