@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", type=Path, help="write the figure")
     s.set_defaults(run=_run_show)
 
+    _add_card_command(sub)
+
     ls = sub.add_parser("list", help="list supported model types, components and bundled data sets")
     ls.set_defaults(run=_run_list)
     return parser
@@ -200,6 +202,73 @@ def _run_list(args: argparse.Namespace) -> int:
     for name in COMPONENTS:
         print(f"  {name:<10} {COMPONENT_DESCRIPTIONS[name]}")
     print("bundled data sets: " + ", ".join(available_datasets()))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ card
+def _add_card_command(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "card",
+        help="write a model card carrying the plasticity ranking (merged into an existing README), optionally push",
+        description="Build the model card of a plasticity adapter (or, from a report alone, of the measured model): "
+        "metadata with the ranking, the trained modules and the results; the ranked table, the figure, how to load "
+        "it. An existing README is merged, never overwritten.",
+    )
+    c.add_argument("--report", type=Path, help="a report written by `hf-plasticity measure`")
+    c.add_argument("--adapter", type=Path, help="a saved plasticity adapter folder (save_pretrained output)")
+    c.add_argument("--metrics", type=Path, help="JSON of evaluation results, e.g. the Trainer's eval_results.json")
+    c.add_argument("--out", type=Path, help="where to write the card (default: the adapter's README.md)")
+    c.add_argument("--base-model", help="Hub id of the base model (default: from the adapter or the report)")
+    c.add_argument("--dataset", action="append", dest="datasets", help="Hub id of a data set used (repeatable)")
+    c.add_argument("--push", metavar="REPO", help="also push the adapter, report, figure and card to this Hub repo")
+    c.add_argument("--private", action="store_true", help="create the pushed repo private")
+    c.add_argument("--revision", help="branch to push to")
+    c.add_argument("--bundled", action="store_true", help="regenerate the bundled model's cards (source checkout)")
+    c.set_defaults(run=_run_card)
+
+
+def _run_card(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from .cards import FIGURE_NAME, REPORT_NAME, build_model_card, regenerate_bundled_card, write_model_card
+    from .errors import InvalidInputError
+    from .report import PlasticityReport
+
+    if args.bundled:
+        for path in regenerate_bundled_card(Path.cwd()):
+            print(f"wrote {path}")
+        return 0
+    if args.report is None and args.adapter is None:
+        raise InvalidInputError("pass --report, --adapter or both (or --bundled)")
+    out = args.out or (args.adapter / "README.md" if args.adapter else None)
+    if out is None:
+        raise InvalidInputError("pass --out (where to write the card) when there is no --adapter")
+    report = PlasticityReport.load(args.report) if args.report else None
+    options = {"metrics": args.metrics, "base_model": args.base_model, "datasets": args.datasets}
+    card = build_model_card(args.adapter or report, report=report, repo_id=args.push, **options)
+    folder = out.parent
+    if report is not None:
+        report.plot(folder / FIGURE_NAME)
+        if args.adapter is not None and folder.resolve() == args.adapter.resolve():
+            report.save(folder / REPORT_NAME)
+    write_model_card(card, out)
+    print(f"wrote {out}")
+    if args.push:
+        from .hub import push_to_hub
+
+        with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as staging:
+            stage = Path(staging)
+            if args.adapter is not None:
+                shutil.copytree(args.adapter, stage, dirs_exist_ok=True)
+            if report is not None:
+                report.save(stage / REPORT_NAME)
+                shutil.copy2(folder / FIGURE_NAME, stage / FIGURE_NAME)
+            shutil.copy2(out, stage / "README.md")
+            info = push_to_hub(
+                stage, args.push, private=args.private or None, revision=args.revision, card=out.read_text("utf-8")
+            )
+        print(f"pushed to {info.commit_url}")
     return 0
 
 

@@ -29,6 +29,8 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        # mkstemp creates owner-only files: give the result the mode a plain open() would (or the old file's)
+        tmp.chmod(target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
         try:
             os.replace(tmp, target)
         except OSError as exc:
@@ -116,3 +118,9 @@ def _unwritable(target: Path, label: str, exc: OSError) -> OutputPathError:
     return OutputPathError(
         f"cannot write {label} {str(target)!r} ({reason}); choose a folder you can write to, or fix its permissions"
     )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -129,8 +129,14 @@ class PlasticityConfig(PeftConfig):
             self.layers = sorted(set(self.layers))
         if self.mode not in ("full", "lora"):
             raise InvalidInputError(f"mode={self.mode!r}; choose 'full' or 'lora'")
+        report = self.scores if isinstance(self.scores, PlasticityReport) else None
+        if isinstance(self.scores, str | os.PathLike):
+            report = PlasticityReport.load(self.scores)
         self.scores, source = _normalise_scores(self.scores)
         self.score_source = self.score_source or source
+        # The measured report itself, not a dataclass field (so not in adapter_config.json): model cards
+        # (hf_plasticity.cards) show its intervals and figure, and save it beside the adapter.
+        self._report: PlasticityReport | None = report
 
     def _check_types(self) -> None:
         """Refuse values of the wrong type or range here, before torch meets them deep inside training."""
