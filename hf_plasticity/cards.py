@@ -142,9 +142,14 @@ def _measurement(report: PlasticityReport, model: Any) -> dict[str, Any]:
         ],
         "layers": layers,
     }
-    bounds = getattr(report, "bounds", None)  # theoretical upper bounds (report schema 2)
-    if bounds is not None:
-        out["bounds"] = _bounds(bounds, report)
+    if report.bounds is not None:  # the paper's theoretical upper bounds, and the data they depend on
+        out["bounds"] = _bounds(report.bounds, report)
+    if report.tokens:
+        out["embedding"] = {
+            "radius": _num(report.radius),
+            "token_spread": _num(report.token_spread),
+            "tokens": report.seq_len,
+        }
     return out
 
 
@@ -189,13 +194,9 @@ def _selection(config: PlasticityConfig) -> dict[str, Any]:
     return out
 
 
-def _bounds(bounds: Any, report: PlasticityReport) -> Any:
-    """The report's theoretical bounds, JSON-ready; a (layer, component) array becomes per-component lists."""
-    import numpy as np
-
-    if isinstance(bounds, np.ndarray) and bounds.shape == (report.num_layers, len(report.components)):
-        return {comp: [_num(v) for v in bounds[:, i]] for i, comp in enumerate(report.components)}
-    return _plain(bounds)
+def _bounds(bounds: Any, report: PlasticityReport) -> dict[str, list[Any]]:
+    """The report's (layer, component) bounds as one JSON-ready list per component."""
+    return {comp: [_num(v) for v in bounds[:, i]] for i, comp in enumerate(report.components)}
 
 
 def _module_paths(report: PlasticityReport, model: Any) -> dict[str, list[str]]:

@@ -92,12 +92,15 @@ def test_config_without_report_gives_its_scores(report) -> None:
     assert block["score_source"] == "mapping" and "ci95" not in block["ranking"][0]
 
 
-def test_bounds_of_a_schema_2_report_reach_the_metadata(report) -> None:
-    bounded = PlasticityReport.from_dict(report.to_dict())
-    bounded.bounds = np.full((bounded.num_layers, len(bounded.components)), 7.5)
-    block = plasticity_metadata(bounded)
-    assert block["bounds"] == {c: [7.5] * bounded.num_layers for c in bounded.components}
-    assert "bounds" not in plasticity_metadata(report)
+def test_bounds_and_embedding_statistics_reach_the_metadata(report) -> None:
+    block = plasticity_metadata(report)
+    for i, c in enumerate(report.components):  # the card keeps 6 significant digits
+        assert block["bounds"][c] == pytest.approx(report.bounds[:, i].tolist(), rel=1e-5)
+    assert block["embedding"] == pytest.approx(
+        {"radius": report.radius, "token_spread": report.token_spread, "tokens": report.seq_len}, rel=1e-5
+    )
+    without = measure_plasticity(TINY_MODELS["vit"](), pixels(24, seed=3), bounds=False, progress=False)
+    assert "bounds" not in plasticity_metadata(without)
 
 
 def test_metadata_passes_huggingface_hub_validation(report) -> None:
