@@ -9,8 +9,8 @@ most its spectral norm, and attention's at most
 with n tokens and r the radius of the embedding outputs. Only the attention bound needs data (r, n), so
 the weight-only terms are kept per head: a report can recompute the bound after merging shards.
 
-Every norm is exact (eigenvalues of Gram matrices in float64), and the work is small: one d x d Gram
-matrix per MLP linear and d_h x d_h ones per head.
+Every norm is exact (top eigenvalues of Gram matrices in float64, batched over layers), and the work is
+small: one d x d Gram matrix per MLP linear and d_h x d_h ones per head.
 """
 
 from __future__ import annotations
@@ -60,23 +60,44 @@ def weight_bounds(resolved: ResolvedComponents, components: tuple[str, ...]) -> 
     """Bounds of every layer's components that need only weights, plus attention's per-head terms."""
     layers = np.full((resolved.num_layers, len(components)), np.nan)
     heads: list[np.ndarray] = []
+    grams: list[torch.Tensor] = []
+    cells: list[tuple[int, int]] = []
     for ci, comp in enumerate(components):
         for layer in range(resolved.num_layers):
             module = resolved.component(layer, comp)
             if comp in LAYERNORMS:
                 layers[layer, ci] = _layernorm_gain(module)
             elif comp in LINEARS:
-                layers[layer, ci] = spectral_norm(_weight(module, comp))
+                grams.append(_small_gram(_weight(module, comp)))
+                cells.append((layer, ci))
             elif comp == "mha":
                 heads.append(_head_terms(resolved, module))
+    for shape in {g.shape for g in grams}:  # one batched eigen-solve per Gram size
+        same = [i for i, g in enumerate(grams) if g.shape == shape]
+        norms = top_eigenvalues(torch.stack([grams[i] for i in same])).sqrt()
+        for i, value in zip(same, norms.tolist(), strict=True):
+            layers[cells[i]] = value
     return WeightBounds(tuple(components), layers, np.stack(heads) if heads else np.zeros((0, 0, 2)))
 
 
 def spectral_norm(weight: torch.Tensor) -> float:
-    """Largest singular value: sqrt of the top eigenvalue of the smaller Gram matrix, in float64."""
+    """Largest singular value: sqrt of the top eigenvalue of the smaller Gram matrix."""
+    return float(top_eigenvalues(_small_gram(weight)[None])[0].sqrt())
+
+
+def top_eigenvalues(grams: torch.Tensor) -> torch.Tensor:
+    """Largest eigenvalue of each symmetric PSD matrix in a batch (b, d, d), exactly, in float64.
+
+    One batched LAPACK call: on two cores, twelve 768 x 768 matrices at once cost about what two cost one
+    at a time (a Lanczos iteration was tried and is slower on the clustered spectra of random weights).
+    """
+    return torch.linalg.eigvalsh(grams.double())[:, -1].clamp_min(0)
+
+
+def _small_gram(weight: torch.Tensor) -> torch.Tensor:
+    """W^T W or W W^T, whichever is smaller: both have the squared singular values of W."""
     w = weight.detach().float()
-    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
-    return float(torch.linalg.eigvalsh(gram.double())[-1].clamp_min(0).sqrt())
+    return w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
 
 
 def gram(weight: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ def test_measure_in_situ_subset_and_show(checkpoint: Path, tmp_path: Path, capsy
     assert main(["show", str(out), "--per-layer"]) == 0
     shown = capsys.readouterr().out
     assert "in_situ" in shown and "| layer | mha | ffn_fc1 |" in shown
+    assert "upper bound (max over layers)" in shown and "(≤ " in shown and "radius r = " in shown
 
 
 def test_image_processor_option_for_a_checkpoint_without_one(checkpoint: Path, tmp_path: Path) -> None:

@@ -10,7 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from hf_plasticity import PlasticityReport, ReportFormatError, UnknownComponentError, measure_plasticity
+from hf_plasticity import (
+    LegacyReportWarning,
+    PlasticityReport,
+    ReportFormatError,
+    UnknownComponentError,
+    measure_plasticity,
+)
 
 from .conftest import pixels
 
@@ -135,3 +141,26 @@ def test_failed_save_keeps_the_old_file(report: PlasticityReport, tmp_path: Path
         report.save(path)
     assert path.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def schema_1(report: PlasticityReport) -> dict:
+    """What version 1 wrote: no bounds, no embedding statistics, ffn_fc1 measured through the GELU."""
+    d = report.to_dict()
+    d["schema_version"] = 1
+    d.pop("bounds"), d.pop("tokens")
+    return d
+
+
+def test_schema_1_report_loads_with_a_warning_naming_ffn_fc1(report: PlasticityReport, tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(schema_1(report)))
+    with pytest.warns(LegacyReportWarning, match=r"schema version 1: its ffn_fc1 was measured with the MLP"):
+        old = PlasticityReport.load(path)
+    assert old.schema_version == 1 and old.bounds is None and old.ranking() == report.ranking()
+
+
+def test_schema_1_and_2_reports_never_merge(report: PlasticityReport) -> None:
+    with pytest.warns(LegacyReportWarning):
+        old = PlasticityReport.from_dict(schema_1(report))
+    with pytest.raises(ReportFormatError, match="schema 1 measured ffn_fc1 with the MLP activation"):
+        report.merge(old)

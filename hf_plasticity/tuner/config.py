@@ -129,9 +129,10 @@ class PlasticityConfig(PeftConfig):
             self.layers = sorted(set(self.layers))
         if self.mode not in ("full", "lora"):
             raise InvalidInputError(f"mode={self.mode!r}; choose 'full' or 'lora'")
+        if isinstance(self.scores, str | os.PathLike):  # a saved report: load it once, keep where it came from
+            self.score_source = self.score_source or f"report {os.fspath(self.scores)}"
+            self.scores = PlasticityReport.load(self.scores)
         report = self.scores if isinstance(self.scores, PlasticityReport) else None
-        if isinstance(self.scores, str | os.PathLike):
-            report = PlasticityReport.load(self.scores)
         self.scores, source = _normalise_scores(self.scores)
         self.score_source = self.score_source or source
         # The measured report itself, not a dataclass field (so not in adapter_config.json): model cards
@@ -199,10 +200,6 @@ def _normalise_scores(scores: Any) -> tuple[dict[str, Any], str]:
     """Turn a report, report path or mapping into JSON-ready ``{"components": ..., "modules": ...}``."""
     if scores is None:
         return {"components": theoretical_scores(), "modules": {}}, "theory (Odonnat et al., 2026)"
-    if isinstance(scores, str | os.PathLike) and not isinstance(scores, dict):
-        path = os.fspath(scores)
-        report = PlasticityReport.load(path)
-        return _from_report(report), f"report {path}"
     if isinstance(scores, PlasticityReport):
         return _from_report(scores), "report"
     if (
