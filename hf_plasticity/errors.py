@@ -37,3 +37,7 @@ class MissingDataError(PlasticityError, FileNotFoundError):
 
 class InPlaceAdapterError(PlasticityError, ValueError):
     """An operation that needs the original weights, on an adapter that trained them in place."""
+
+
+class OverlappingPairsError(PlasticityError, ValueError):
+    """Two reports to merge measured some of the same pairs: merging would count them twice."""

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from .components import ResolvedComponents, resolve_components, validate_components
 from .data.pairs import is_hf_dataset, make_pair_batches
-from .errors import InvalidInputError
+from .distributed import resolve_shard, unwrap_model, wrapper_hint
+from .errors import InvalidInputError, UnsupportedModelError
 from .report import PlasticityReport, model_metadata
 from .stats import RateStats
 
@@ -42,6 +43,9 @@ def measure_plasticity(
     progress: bool = True,
     data_name: str | None = None,
     reference_name: str | None = None,
+    accelerator: Any = None,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> PlasticityReport:
     """Measure the plasticity of every component of every layer of ``model``.
 
@@ -61,10 +65,21 @@ def measure_plasticity(
         keep_rates: keep every per-pair rate (needed for distribution plots) besides the statistics.
         progress: show a tqdm progress bar.
         data_name, reference_name: names recorded in the report (default: taken from the data).
+        accelerator, rank, world_size: who measures which pairs (see ``hf_plasticity.distributed``). By
+            default, under ``accelerate launch`` or any initialised process group, every process measures a
+            disjoint shard of the same seeded pairs and every process returns the whole report. An
+            ``Accelerator`` (or ``PartialState``), or ``rank``/``world_size``, set the shard explicitly; without
+            a process group of that size the call returns its shard's report, to combine with ``merge``.
+
+    ``model`` may be a ``PeftModel``, DDP-wrapped or ``accelerator.prepare``d: its live weights are measured
+    (see :func:`hf_plasticity.distributed.unwrap_model`).
     """
     if protocol not in PROTOCOLS:
         raise InvalidInputError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
-    resolved = resolve_components(model)
+    shard = resolve_shard(accelerator, rank, world_size)
+    progress = progress and shard.is_main
+    model = unwrap_model(model)
+    resolved = _resolve(model)
     comps = validate_components(components)
     config = getattr(model, "config", None)
     num_channels = int(getattr(config, "num_channels", 3))
@@ -80,6 +95,8 @@ def measure_plasticity(
         num_channels=num_channels,
         data_name=data_name,
         reference_name=reference_name,
+        rank=shard.rank,
+        world_size=shard.world_size,
     )
     dev = torch.device(device) if device is not None else _model_device(model)
     if device is not None:
@@ -108,6 +125,7 @@ def measure_plasticity(
                 stats.update(rates, valid)
     finally:
         model.train(was_training)
+    stats, coverage = shard.combine(stats, pairs)
     measured = int(stats.count.max().item() + stats.excluded.max().item())
     return PlasticityReport.from_stats(
         stats,
@@ -119,6 +137,7 @@ def measure_plasticity(
         reference_name=pairs.reference_name,
         seed=seed,
         model_info=model_metadata(model),
+        coverage=coverage,
     )
 
 
@@ -242,6 +261,17 @@ def _check_pixels(pixels: torch.Tensor, resolved: ResolvedComponents) -> None:
                 f"the model takes {want[0]}x{want[1]} images but got {pixels.shape[-2]}x{pixels.shape[-1]}; "
                 "resize them with the model's image processor (AutoImageProcessor.from_pretrained(model id))"
             )
+
+
+def _resolve(model: nn.Module) -> ResolvedComponents:
+    """The component map bound to the model; a wrapper we could not unwrap gets told to pass the inner model."""
+    try:
+        return resolve_components(model)
+    except UnsupportedModelError as exc:
+        hint = wrapper_hint(model)
+        if hint is None:
+            raise
+        raise UnsupportedModelError(hint) from exc
 
 
 def _needs_processor(obj: Any) -> bool:
