@@ -6,6 +6,8 @@ Accelerate's ``gather_object`` and re-added in the order of the batches, so the 
 squares are the very floating-point numbers one process gets on the same pairs (it adds the same batch sums
 in the same order), and the per-pair rates come back in the order of the pairs.
 
+Under a process group the measurement is a collective: every process must make the same call.
+
 Also here: taking a model out of its training wrappers (``PeftModel``, DDP, ``accelerator.prepare``) so the
 estimator measures the weights that are live in training.
 """

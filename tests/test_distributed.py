@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -187,6 +188,12 @@ def test_unknown_wrapper_error_points_to_the_inner_model() -> None:
 
 
 # ----------------------------------------------------------------------------- two real processes
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _run(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -217,7 +224,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     two, one = root / "two", root / "one"
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         str(WORKER), "--out", str(two), "--model", str(model_dir), "--batch", "4",
     ]  # fmt: skip
     single = [sys.executable, str(WORKER), "--out", str(one), "--model", str(model_dir), "--batch", "8"]
