@@ -224,7 +224,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     two, one = root / "two", root / "one"
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
         str(WORKER), "--out", str(two), "--model", str(model_dir), "--batch", "4",
     ]  # fmt: skip
     single = [sys.executable, str(WORKER), "--out", str(one), "--model", str(model_dir), "--batch", "8"]
