@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list supported model types, components and bundled data sets")
     ls.set_defaults(run=_run_list)
+    _add_finetune(sub)
     return parser
 
 
@@ -269,6 +270,69 @@ def _run_card(args: argparse.Namespace) -> int:
                 stage, args.push, private=args.private or None, revision=args.revision, card=out.read_text("utf-8")
             )
         print(f"pushed to {info.commit_url}")
+
+
+# ----------------------------------------------------------------------------- finetune
+FINETUNE_DEFAULTS = {
+    "learning_rate": 1e-3,
+    "num_train_epochs": 2.0,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 128,
+    "eval_strategy": "epoch",
+    "save_strategy": "no",
+    "logging_steps": 10,
+    "report_to": "none",
+}
+"""TrainingArguments defaults of ``hf-plasticity finetune`` (sized for the bundled model); any flag overrides."""
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    # Every option goes to HfArgumentParser((FinetuneArguments, TrainingArguments)), built only when this
+    # command runs (it imports transformers); '+' as the only prefix makes argparse hand it all the words.
+    f = sub.add_parser(
+        "finetune",
+        help="measure, select, train with Trainer, evaluate, save (--help lists every TrainingArguments option)",
+        prefix_chars="+",
+        add_help=False,
+    )
+    f.add_argument("options", nargs="*", help="--model, --data, --rule, --mode, --output-dir and TrainingArguments")
+    f.set_defaults(run=_run_finetune)
+
+
+def finetune_parser() -> argparse.ArgumentParser:
+    """``HfArgumentParser`` of ``FinetuneArguments`` and ``TrainingArguments``, with this command's defaults."""
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from .training import FinetuneArguments
+
+    parser = HfArgumentParser(
+        (FinetuneArguments, TrainingArguments),
+        prog="hf-plasticity finetune",
+        description="Measure plasticity, select the most plastic components, train them with transformers.Trainer, "
+        "evaluate, and write the adapter, the report and the metrics to --output-dir. Without other options: the "
+        "bundled ViT on scikit-learn digits, in a few minutes on 2 CPU cores.",
+    )
+    parser.set_defaults(**FINETUNE_DEFAULTS)
+    return parser
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from .training import run_finetune
+
+    options = list(args.options)
+    parser = finetune_parser()
+    if not any(o.split("=")[0] in ("--output_dir", "--output-dir") for o in options) and not {"-h", "--help"} & set(
+        options
+    ):
+        parser.error("--output-dir is required (where the adapter, report and metrics go)")
+    ft_args, training_args = parser.parse_args_into_dataclasses(options)
+    result = run_finetune(ft_args, training_args)
+    if training_args.process_index == 0:
+        print(f"\nselected ({len(result.model.peft_config['default'].selected_modules)} modules): rule {ft_args.rule}")
+        print(result.report.to_markdown() if result.report is not None else "")
+        print(f"\neval: {result.eval_metrics}")
+        for name, path in sorted(result.files.items()):
+            print(f"{name}: {path}")
     return 0
 
 

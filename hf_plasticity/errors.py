@@ -65,3 +65,7 @@ class HubUnreachableError(MissingDataError):
 
 class AdapterLoadError(InvalidInputError):
     """A saved adapter that cannot be loaded onto this model: missing or corrupt files, or another model's shape."""
+
+
+class OverlappingPairsError(PlasticityError, ValueError):
+    """Two reports to merge measured some of the same pairs: merging would count them twice."""

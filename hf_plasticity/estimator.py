@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from .bounds import gram, weight_bounds
 from .components import ResolvedComponents, resolve_components, validate_components
 from .data.pairs import is_hf_dataset, make_pair_batches
-from .errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning
+from .distributed import resolve_shard, unwrap_model, wrapper_hint
+from .errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
 from .report import PlasticityReport, model_metadata
 from .stats import RateStats, TokenStats
 
@@ -45,6 +46,9 @@ def measure_plasticity(
     progress: bool = True,
     data_name: str | None = None,
     reference_name: str | None = None,
+    accelerator: Any = None,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> PlasticityReport:
     """Measure the plasticity of every component of every layer of ``model``.
 
@@ -66,10 +70,21 @@ def measure_plasticity(
             re-measurement during training may skip them).
         progress: show a tqdm progress bar.
         data_name, reference_name: names recorded in the report (default: taken from the data).
+        accelerator, rank, world_size: who measures which pairs (see ``hf_plasticity.distributed``). By
+            default, under ``accelerate launch`` or any initialised process group, every process measures a
+            disjoint shard of the same seeded pairs and every process returns the whole report. An
+            ``Accelerator`` (or ``PartialState``), or ``rank``/``world_size``, set the shard explicitly; without
+            a process group of that size the call returns its shard's report, to combine with ``merge``.
+
+    ``model`` may be a ``PeftModel``, DDP-wrapped or ``accelerator.prepare``d: its live weights are measured
+    (see :func:`hf_plasticity.distributed.unwrap_model`).
     """
     if protocol not in PROTOCOLS:
         raise InvalidInputError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
-    resolved = resolve_components(model)
+    shard = resolve_shard(accelerator, rank, world_size)
+    progress = progress and shard.is_main
+    model = unwrap_model(model)
+    resolved = _resolve(model)
     comps = validate_components(components)
     dev = _resolve_device(device, model)
     config = getattr(model, "config", None)
@@ -86,6 +101,8 @@ def measure_plasticity(
         num_channels=num_channels,
         data_name=data_name,
         reference_name=reference_name,
+        rank=shard.rank,
+        world_size=shard.world_size,
     )
     if device is not None:
         model.to(dev)
@@ -93,7 +110,9 @@ def measure_plasticity(
     dtype = _model_dtype(model)
     stats = RateStats.zeros(resolved.num_layers, len(comps), dev, keep_rates)
     tokens = TokenStats.zeros(dev)
-    total = None if pairs.num_pairs is None else math.ceil(pairs.num_pairs / batch_size)
+    total = None  # this process's batches: every world_size-th one, from its rank
+    if pairs.num_pairs is not None:
+        total = len(range(shard.rank, math.ceil(pairs.num_pairs / batch_size), shard.world_size))
     was_training = model.training
     model.eval()
     try:
@@ -122,6 +141,7 @@ def measure_plasticity(
             weight_part = weight_bounds(resolved, comps) if bounds else None
     finally:
         model.train(was_training)
+    stats, coverage, token_sums = shard.combine(stats, pairs, tokens.as_dict())
     if int(stats.count.max().item()) == 0:
         raise NotEnoughPairsError(
             f"no pair had a non-zero distance between its two inputs (all {int(stats.excluded.max().item())} "
@@ -146,8 +166,9 @@ def measure_plasticity(
         reference_name=pairs.reference_name,
         seed=seed,
         model_info=model_metadata(model),
-        tokens=tokens.as_dict(),
+        tokens=token_sums,
         weight_bounds=weight_part,
+        coverage=coverage,
     )
 
 
@@ -386,6 +407,17 @@ def _check_pixels(pixels: torch.Tensor, resolved: ResolvedComponents) -> None:
                 f"the model takes {want[0]}x{want[1]} images but got {pixels.shape[-2]}x{pixels.shape[-1]}; "
                 "resize them with the model's image processor (AutoImageProcessor.from_pretrained(model id))"
             )
+
+
+def _resolve(model: nn.Module) -> ResolvedComponents:
+    """The component map bound to the model; a wrapper we could not unwrap gets told to pass the inner model."""
+    try:
+        return resolve_components(model)
+    except UnsupportedModelError as exc:
+        hint = wrapper_hint(model)
+        if hint is None:
+            raise
+        raise UnsupportedModelError(hint) from exc
 
 
 def _needs_processor(obj: Any) -> bool:

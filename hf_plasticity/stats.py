@@ -22,7 +22,9 @@ class RateStats:
     total_sq: torch.Tensor
     excluded: torch.Tensor
     keep_rates: bool = True
-    _rates: list[torch.Tensor] = field(default_factory=list, repr=False)
+    batch_rates: list[torch.Tensor] = field(default_factory=list, repr=False)
+    batch_sums: list[torch.Tensor] = field(default_factory=list, repr=False)
+    """Each batch's (count, sum, sum_sq, excluded), so shards re-add in batch order (``distributed.py``)."""
 
     @classmethod
     def zeros(cls, num_layers: int, num_components: int, device: torch.device, keep_rates: bool = True) -> RateStats:
@@ -34,12 +36,14 @@ class RateStats:
     def update(self, rates: torch.Tensor, valid: torch.Tensor) -> None:
         """Add a batch of rates of shape (pairs, layers, components); ``valid`` marks pairs to count."""
         r = torch.where(valid, rates, torch.zeros((), dtype=rates.dtype, device=rates.device)).double()
-        self.count += valid.sum(0)
-        self.excluded += (~valid).sum(0)
-        self.total += r.sum(0)
-        self.total_sq += (r * r).sum(0)
+        batch = torch.stack([valid.sum(0).double(), r.sum(0), (r * r).sum(0), (~valid).sum(0).double()])
+        self.count += batch[0]
+        self.total += batch[1]
+        self.total_sq += batch[2]
+        self.excluded += batch[3]
+        self.batch_sums.append(batch)
         if self.keep_rates:
-            self._rates.append(torch.where(valid, rates, torch.full_like(rates, float("nan"))).float())
+            self.batch_rates.append(torch.where(valid, rates, torch.full_like(rates, float("nan"))).float())
 
     def merge(self, other: RateStats) -> RateStats:
         """The statistics of both shards together (rates concatenated when both kept them)."""
@@ -51,16 +55,17 @@ class RateStats:
             self.keep_rates and other.keep_rates,
         )
         if out.keep_rates:
-            out._rates = [*self._rates, *other._rates]
+            out.batch_rates = [*self.batch_rates, *other.batch_rates]
+        out.batch_sums = [*self.batch_sums, *other.batch_sums]
         return out
 
     def rates(self) -> np.ndarray | None:
         """All kept per-pair rates as one (pairs, layers, components) array; NaN marks excluded pairs."""
         if not self.keep_rates:
             return None
-        if not self._rates:
+        if not self.batch_rates:
             return np.zeros((0, *self.count.shape), dtype=np.float32)
-        return torch.cat(self._rates).cpu().numpy()
+        return torch.cat(self.batch_rates).cpu().numpy()
 
     def numpy(self) -> dict[str, np.ndarray]:
         return {

@@ -8,11 +8,13 @@ in the order they yield.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,12 +28,33 @@ DEFAULT_MAX_PAIRS = 12_800
 
 @dataclass
 class PairBatches:
-    """An iterator of ``(x, y)`` pixel batches plus what a report needs to say about it."""
+    """An iterator of ``(x, y)`` pixel batches plus what a report needs to say about it.
+
+    ``plan`` fingerprints the pair plan (seed, data identities, number of pairs): two measurements with
+    the same plan draw the same pair ``i``. As batches are yielded, ``batch_ids`` and ``batch_ranges``
+    record which global batches, and which ``[start, stop)`` pair indices, this process measured.
+    """
 
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
     num_pairs: int | None
     data_name: str
     reference_name: str | None
+    plan: str = ""
+    batch_ids: list[int] = field(default_factory=list)
+    batch_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def _shard(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], rank: int, world_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Only the batches ``b % world_size == rank``, recording each one's global index and pair range."""
+        start = 0
+        for index, (x, y) in enumerate(batches):
+            stop = start + len(x)
+            if index % world_size == rank:
+                self.batch_ids.append(index)
+                self.batch_ranges.append((start, stop))
+                yield x, y
+            start = stop
 
 
 class _Indexable:
@@ -149,8 +172,15 @@ def make_pair_batches(
     num_channels: int = 3,
     data_name: str | None = None,
     reference_name: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> PairBatches:
-    """Plan the pairs and return the batches that realise them (nothing is loaded yet)."""
+    """Plan the pairs and return the batches that realise them (nothing is loaded yet).
+
+    The plan is the same on every process; ``rank``/``world_size`` keep this process's batches (every
+    ``world_size``-th one, from ``rank``). Indexable sources load only those; DataLoaders are read whole,
+    as only reading them tells where their batches fall.
+    """
     check_arguments(num_pairs=num_pairs, batch_size=batch_size, seed=seed)
     check_source(data, "downstream", "data")
     if reference is not None:
@@ -160,7 +190,9 @@ def make_pair_batches(
         None if reference is None else reference_name or describe(reference),
     )
     if _is_stream(data) or (reference is not None and _is_stream(reference)):
-        return PairBatches(_stream_pairs(data, reference, num_pairs), num_pairs, *names)
+        out = PairBatches([], num_pairs, *names, plan=plan_fingerprint(data, reference, seed, num_pairs))
+        out.batches = out._shard(_stream_pairs(data, reference, num_pairs), rank, world_size)
+        return out
 
     src = _as_indexable(data, image_processor, num_channels, "downstream")
     ref = None if reference is None else _as_indexable(reference, image_processor, num_channels, "reference")
@@ -187,12 +219,53 @@ def make_pair_batches(
         y_idx = torch.randperm(len(src), generator=gen)[:num_pairs]
         x_src = ref
 
+    out = PairBatches([], num_pairs, *names, plan=plan_fingerprint(data, reference, seed, num_pairs))
+
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, num_pairs, batch_size):
+        for index, start in enumerate(range(0, num_pairs, batch_size)):
+            if index % world_size != rank:
+                continue  # another process's batch: not loaded here
             stop = min(start + batch_size, num_pairs)
+            out.batch_ids.append(index)
+            out.batch_ranges.append((start, stop))
             yield x_src.fetch(x_idx[start:stop]), src.fetch(y_idx[start:stop])
 
-    return PairBatches(batches(), num_pairs, *names)
+    out.batches = batches()
+    return out
+
+
+def plan_fingerprint(data: Any, reference: Any, seed: int, num_pairs: int | None) -> str:
+    """A short hash naming a pair plan: the seed, the identities of both data sources, the number of pairs.
+
+    Reports with equal fingerprints index the same pairs, so their pair ranges can be compared for overlap.
+    """
+    blob = json.dumps(
+        {"seed": seed, "pairs": num_pairs, "data": data_identity(data), "reference": data_identity(reference)},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def data_identity(obj: Any) -> str | None:
+    """What identifies a data source's content: a ``datasets`` fingerprint, or a hash of (a sample of) a tensor.
+
+    A tensor is hashed whole up to 64 MiB, else through its shape and 256 evenly spaced examples. A DataLoader
+    is named by its type and length (its content is not read twice for this).
+    """
+    if obj is None:
+        return None
+    if is_hf_dataset(obj):
+        return f"datasets:{obj._fingerprint}:{len(obj)}"
+    if isinstance(obj, np.ndarray):
+        obj = torch.from_numpy(obj)
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        if t.numel() * t.element_size() > 64 << 20:
+            t = t[torch.linspace(0, len(t) - 1, 256).long()].contiguous()
+        digest = hashlib.sha256(t.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+        return f"tensor:{tuple(obj.shape)}:{obj.dtype}:{digest}"
+    size = getattr(getattr(obj, "dataset", None), "__len__", None)
+    return f"stream:{describe(obj)}:{size() if callable(size) else '?'}"
 
 
 def _stream_pairs(data: Any, reference: Any, num_pairs: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

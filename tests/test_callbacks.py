@@ -1,0 +1,147 @@
+"""PlasticityCallback: what it logs, the series it keeps, and the settings it refuses before training."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import BertConfig, BertForSequenceClassification, TrainerControl, TrainerState
+
+from hf_plasticity import InvalidInputError, PlasticityConfig, UnsupportedModelError, measure_plasticity
+from hf_plasticity.callbacks import PlasticityCallback
+from hf_plasticity.series import PlasticitySeries
+from hf_plasticity.training import finetune
+
+from .conftest import TINY, TINY_MODELS, pixels
+from .test_training import tiny_data, training_args
+
+PAIRS = (pixels(6, seed=7), pixels(6, seed=8))
+
+
+def attention_params(model: torch.nn.Module) -> torch.Tensor:
+    """All parameters of every layer's attention block, flattened: W of the mha component type."""
+    return torch.cat(
+        [p.detach().reshape(-1) for n, p in model.named_parameters() if ".attention." in n and "classifier" not in n]
+    )
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlasticityCallback, object, Path]:
+    out = tmp_path_factory.mktemp("watched")
+    callback = PlasticityCallback(PAIRS, every=2, batch_size=4)
+    result = finetune(
+        TINY_MODELS["vit"](), tiny_data(), None, PlasticityConfig(components=["mha"]),
+        training_args(out, max_steps=4, logging_steps=2), callbacks=[callback], save=False,
+    )  # fmt: skip
+    return callback, result, out
+
+
+def test_logs_reach_the_trainer_log_history(watched: tuple) -> None:
+    _, result, _ = watched
+    logs = [e for e in result.trainer.state.log_history if "loss" in e]
+    assert [e["step"] for e in logs] == [2, 4]
+    for entry in logs:
+        assert entry["plasticity/grad_norm/mha"] > 0
+        assert entry["plasticity/weight_change/mha"] > 0
+        assert math.isfinite(entry["plasticity/mha"])
+        assert "plasticity/grad_norm/ffn_fc1" not in entry  # only trained components have gradients
+
+
+def test_weight_change_is_relative_distance_from_the_start(watched: tuple) -> None:
+    _, result, _ = watched
+    start = attention_params(TINY_MODELS["vit"]())  # the same seeded initial model
+    now = attention_params(result.model.base_model.model)
+    expected = float(torch.linalg.norm(now.double() - start.double()) / torch.linalg.norm(start.double()))
+    logged = result.trainer.state.log_history[-2]["plasticity/weight_change/mha"]  # the step-4 training log
+    assert logged == pytest.approx(expected, rel=1e-6)
+
+
+def test_series_remeasures_on_the_held_out_pairs(watched: tuple) -> None:
+    callback, _, _ = watched
+    assert [row["step"] for row in callback.series.plasticity] == [0, 2, 4]
+    initial = measure_plasticity(TINY_MODELS["vit"](), PAIRS[1], PAIRS[0], num_pairs=6, batch_size=4, progress=False)
+    assert callback.series.plasticity[0]["mha"] == pytest.approx(initial.scores()["mha"], rel=1e-12)
+    assert callback.series.plasticity[-1]["mha"] != callback.series.plasticity[0]["mha"]  # attention was trained
+    # untrained components: the same functions, the same plasticity
+    assert callback.series.plasticity[-1]["ffn_fc2"] == pytest.approx(initial.scores()["ffn_fc2"], rel=1e-12)
+
+
+def test_series_and_figure_are_written_and_reload(watched: tuple) -> None:
+    callback, _, out = watched
+    loaded = PlasticitySeries.load(out / "plasticity_series.json")
+    assert loaded.plasticity == callback.series.plasticity
+    assert loaded.weight_change == callback.series.weight_change
+    assert (out / "plasticity_series.png").stat().st_size > 0
+
+
+def test_lora_weight_change_is_the_effective_update(tmp_path: Path) -> None:
+    callback = PlasticityCallback()
+    result = finetune(
+        TINY_MODELS["vit"](), tiny_data(), None, PlasticityConfig(components=["ffn_fc1"], mode="lora"),
+        training_args(tmp_path, max_steps=2, logging_steps=2), callbacks=[callback], save=False,
+    )  # fmt: skip
+    base = result.model.base_model.model
+    deltas, weights = [], []
+    for layer in base.vit.layers:
+        fc1 = layer.mlp.fc1
+        a, b = fc1.lora_A["default"].weight, fc1.lora_B["default"].weight
+        deltas.append((b @ a * fc1.scaling["default"]).detach().reshape(-1))
+        weights.append(fc1.base_layer.weight.detach().reshape(-1))
+    expected = float(torch.linalg.norm(torch.cat(deltas)) / torch.linalg.norm(torch.cat(weights)))
+    assert callback.series.weight_change[-1]["ffn_fc1"] == pytest.approx(expected, rel=1e-5)
+    assert expected > 0
+
+
+def _begin(callback: PlasticityCallback, model: torch.nn.Module, tmp_path: Path) -> None:
+    callback.on_train_begin(training_args(tmp_path), TrainerState(), TrainerControl(), model=model)
+
+
+@pytest.mark.parametrize("every", [0, -5, 1.5, True], ids=["zero", "negative", "float", "bool"])
+def test_bad_interval_is_refused(every: object) -> None:
+    with pytest.raises(InvalidInputError, match="positive integer"):
+        PlasticityCallback(PAIRS, every=every)  # type: ignore[arg-type]
+
+
+def test_interval_without_pairs_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="no pairs"):
+        PlasticityCallback(every=5)
+
+
+BAD_PAIRS = {
+    "three-dims": (torch.zeros(4, 16, 16), torch.zeros(4, 16, 16)),
+    "different-shapes": (pixels(4), pixels(5)),
+    "wrong-channels": (torch.zeros(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)),
+    "wrong-size": (torch.zeros(4, 3, 8, 8), torch.zeros(4, 3, 8, 8)),
+    "one-tensor": (pixels(4),),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_PAIRS))
+def test_bad_pairs_fail_at_train_begin_before_any_step(tmp_path: Path, name: str) -> None:
+    model = TINY_MODELS["vit"]()
+    before = attention_params(model).clone()
+    callback = PlasticityCallback(BAD_PAIRS[name], every=2)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        finetune(
+            model, tiny_data(), None, PlasticityConfig(components=["mha"]), training_args(tmp_path),
+            callbacks=[callback], save=False,
+        )  # fmt: skip
+    assert torch.equal(attention_params(model), before)  # no step ran
+
+
+def test_model_without_component_map_fails_at_train_begin(tmp_path: Path) -> None:
+    bert = BertForSequenceClassification(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
+    with pytest.raises(UnsupportedModelError, match="register_component_map"):
+        _begin(PlasticityCallback(), bert, tmp_path)
+
+
+def test_peft_wrapped_model_is_watched_through_its_base(tmp_path: Path) -> None:
+    callback = PlasticityCallback()
+    _begin(callback, get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(components=["ffn_norm"])), tmp_path)
+    assert callback.series.meta["trained_components"] == ["ffn_norm"]
+    assert TINY["num_hidden_layers"] * 2 == len(callback._groups["ffn_norm"])  # weight and bias per layer
