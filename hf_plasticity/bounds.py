@@ -64,11 +64,11 @@ def weight_bounds(resolved: ResolvedComponents, components: tuple[str, ...]) -> 
     cells: list[tuple[int, int]] = []
     for ci, comp in enumerate(components):
         for layer in range(resolved.num_layers):
-            module = resolved.component(layer, comp)
+            module = live_module(resolved.component(layer, comp))
             if comp in LAYERNORMS:
                 layers[layer, ci] = _layernorm_gain(module)
             elif comp in LINEARS:
-                grams.append(_small_gram(_weight(module, comp)))
+                grams.append(_small_gram(live_weight(module)))
                 cells.append((layer, ci))
             elif comp == "mha":
                 heads.append(_head_terms(resolved, module))
@@ -106,6 +106,35 @@ def gram(weight: torch.Tensor) -> torch.Tensor:
     return w.T @ w
 
 
+def live_module(module: nn.Module) -> nn.Module:
+    """What computes the output now, seen through a plasticity adapter layer: the active adapter's module
+    (the trained copy, or the module itself in place), or the original while adapters are disabled.
+
+    The bounds must describe the weights the measurement runs through, as the forward pass does.
+    """
+    adapters = getattr(module, "plasticity_modules", None)
+    if adapters is None:
+        return module
+    active = [a for a in getattr(module, "active_adapters", []) if a in adapters]
+    if getattr(module, "disable_adapters", False) or not active:
+        return module.get_base_layer()
+    return adapters[active[0]]
+
+
+def live_weight(module: nn.Module) -> torch.Tensor:
+    """A linear's effective weight: through plasticity layers, plus the active LoRA updates when unmerged."""
+    module = live_module(module)
+    lora_a = getattr(module, "lora_A", None)
+    if lora_a is None:
+        return _weight(module, "linear")
+    weight = _weight(module.get_base_layer(), "linear")
+    if not getattr(module, "disable_adapters", False) and not getattr(module, "merged", False):
+        for adapter in module.active_adapters:
+            if adapter in lora_a:
+                weight = weight + module.get_delta_weight(adapter).to(weight.dtype)
+    return weight
+
+
 def _layernorm_gain(module: nn.Module) -> float:
     weight = getattr(module, "weight", None)
     if weight is None:  # elementwise_affine=False: the gain is 1
@@ -124,7 +153,9 @@ def _head_terms(resolved: ResolvedComponents, attention: nn.Module) -> np.ndarra
     """Per head: ||O_h|| ||V_h|| and ||Q_h K_h^T|| / sqrt(d_h), each from d_h x d_h Gram matrices."""
     q_name, k_name, v_name, o_name = resolved.map.attention_projections
     try:
-        wq, wk, wv, wo = (attention.get_submodule(n).weight.detach().float() for n in (q_name, k_name, v_name, o_name))
+        wq, wk, wv, wo = (
+            live_weight(attention.get_submodule(n)).detach().float() for n in (q_name, k_name, v_name, o_name)
+        )
     except AttributeError as exc:
         raise UnsupportedModelError(
             f"{type(attention).__name__} lacks the projections {resolved.map.attention_projections} that the "

@@ -137,3 +137,25 @@ def test_skipping_bounds(tiny_vit: nn.Module) -> None:
     report = measure_plasticity(tiny_vit, pixels(8), bounds=False, progress=False)
     assert report.bounds is None and math.isnan(report.stat("mha").bound)
     assert "upper bound" not in report.to_markdown()
+
+
+@pytest.mark.parametrize("mode", ["keep_original", "lora"])
+def test_bounds_of_an_adapted_model_read_its_live_weights(tiny_vit: nn.Module, mode: str) -> None:
+    """What the measurement runs through: the trained copy, or W + (alpha / r) B A for LoRA."""
+    from peft import get_peft_model
+
+    from hf_plasticity import PlasticityConfig
+
+    kwargs = {"keep_original": True} if mode == "keep_original" else {"mode": "lora", "r": 4, "lora_alpha": 8}
+    model = get_peft_model(tiny_vit, PlasticityConfig(components=["ffn_fc1"], **kwargs))
+    fc1 = model.get_base_model().vit.layers[0].mlp.fc1
+    with torch.no_grad():
+        if mode == "keep_original":
+            live = fc1.plasticity_modules["default"].weight
+            live.mul_(3.0)
+        else:
+            fc1.lora_B["default"].weight.normal_()
+            a, b = fc1.lora_A["default"].weight, fc1.lora_B["default"].weight
+            live = fc1.base_layer.weight + (8 / 4) * b @ a
+    report = measure_plasticity(model, pixels(8), progress=False)
+    assert report.bounds[0, COMPONENTS.index("ffn_fc1")] == pytest.approx(spectral(live), rel=1e-6)

@@ -360,7 +360,14 @@ def _load_local(path: Path, split: str | None) -> datasets.Dataset:
         if _saved_dataset_is_empty(path):
             raise EmptyDataError(f"data set {where!r} holds no examples")
         return datasets.load_from_disk(str(path))
-    loaded = datasets.load_dataset("imagefolder", data_dir=str(path))
+    # datasets pings S3 to count loads of its packaged builders, even for a local folder: a local load
+    # must work offline and leave this machine alone
+    counting = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    try:
+        loaded = datasets.load_dataset("imagefolder", data_dir=str(path))
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counting
     if isinstance(loaded, datasets.DatasetDict):
         loaded = loaded[_choose_split(list(loaded), split, where)]
     return loaded
