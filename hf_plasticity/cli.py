@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list supported model types, components and bundled data sets")
     ls.set_defaults(run=_run_list)
+    _add_reproduce(sub)
     return parser
 
 
@@ -182,6 +183,29 @@ def _run_list(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {COMPONENT_DESCRIPTIONS[name]}")
     print("bundled data sets: " + ", ".join(available_datasets()))
     return 0
+
+
+# ----------------------------------------------------------------------------- reproduce
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from .reproduce.command import add_arguments
+
+    r = sub.add_parser(
+        "reproduce",
+        help="reproduce the paper's component-wise finetuning on real data with the bundled ViT",
+        description="Measure the bundled ViT's plasticity on each downstream task, finetune every component type "
+        "alone, full finetuning, linear probing, LoRA and the package's selections, and write the results table, "
+        "Spearman and Wilcoxon statistics and a figure.",
+    )
+    add_arguments(r)
+    r.set_defaults(run=_run_reproduce)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce.command import run_from_args
+
+    return run_from_args(args, ["hf-plasticity"])
 
 
 if __name__ == "__main__":  # pragma: no cover
