@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    return run_from_args(args, ["python", "examples/reproduce_paper.py"], argv)
+    return run_from_args(args, ["python", "examples/reproduce_paper.py"])
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 def _run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce.command import run_from_args
 
-    return run_from_args(args, ["hf-plasticity"])
+    return run_from_args(args, ["hf-plasticity", "reproduce"])
 
 
 if __name__ == "__main__":  # pragma: no cover

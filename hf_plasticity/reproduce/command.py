@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 from .methods import METHODS
@@ -27,10 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def run_from_args(args: argparse.Namespace, program: list[str], argv: list[str] | None = None) -> int:
+def run_from_args(args: argparse.Namespace, program: list[str]) -> int:
     """Run the experiment the options describe, write its files and print where they are.
 
-    ``program`` and ``argv`` (default: ``sys.argv[1:]``) are recorded as the command that made the results.
+    The results record ``program`` followed by the options as parsed, so the command reproduces the run
+    however it was started (shell, ``main(argv)``, the example script).
     """
     from . import reproduce
     from .runner import ExperimentSpec
@@ -42,8 +42,24 @@ def run_from_args(args: argparse.Namespace, program: list[str], argv: list[str] 
         spec.tasks = tuple(args.tasks)
     if args.methods:
         spec.methods = tuple(dict.fromkeys(["linear", "lora", *args.methods]))
-    command = shlex.join([*program, *(sys.argv[1:] if argv is None else argv)])
-    paths = reproduce(spec, args.out_dir, command=command, progress=not args.no_progress)
+    paths = reproduce(spec, args.out_dir, command=command_line(program, args), progress=not args.no_progress)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def command_line(program: list[str], args: argparse.Namespace) -> str:
+    """The shell command equivalent to ``args`` (defaults left out)."""
+    words = list(program)
+    if args.quick:
+        words.append("--quick")
+    if args.out_dir != DEFAULT_OUT:
+        words += ["--out-dir", str(args.out_dir)]
+    if args.workers is not None:
+        words += ["--workers", str(args.workers)]
+    for option in ("tasks", "methods"):
+        if getattr(args, option):
+            words += [f"--{option}", *getattr(args, option)]
+    if args.no_progress:
+        words.append("--no-progress")
+    return shlex.join(words)
