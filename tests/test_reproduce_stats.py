@@ -89,14 +89,23 @@ def test_wilcoxon_rejects_unpaired_samples() -> None:
     ("bounds", "expected"),
     [
         (None, None),
-        ({"mha": [1.0, 3.0], "ffn_fc1": 2.0}, {"mha": 2.0, "ffn_fc1": 2.0}),
-        ({"bounds": {"attn_norm": [0.5, None, 1.5]}}, {"attn_norm": 1.0}),
+        ({"mha": [1.0, 3.0], "ffn_fc1": 2.0}, {"mha": 3.0, "ffn_fc1": 2.0}),
+        ({"bounds": {"attn_norm": [0.5, None, 1.5]}}, {"attn_norm": 1.5}),
+        (np.array([[1.0, 4.0], [2.0, np.nan]]), {"mha": 2.0, "ffn_fc1": 4.0}),
+        (np.ones((2, 3)), None),
         ("not bounds", None),
     ],
-    ids=["absent", "per-layer-and-scalar", "nested-with-missing-layer", "foreign"],
+    ids=[
+        "absent",
+        "per-layer-and-scalar",
+        "nested-with-missing-layer",
+        "report-array",
+        "array-wrong-width",
+        "foreign",
+    ],
 )
-def test_pooled_bounds(bounds: object, expected: dict[str, float] | None) -> None:
-    assert pooled_bounds(bounds) == expected
+def test_pooled_bounds_take_the_largest_layer(bounds: object, expected: dict[str, float] | None) -> None:
+    assert pooled_bounds(bounds, components=["mha", "ffn_fc1"]) == expected
 
 
 def _run(task: str, method: str, seed: int, acc: float, run_key: str | None = None) -> dict:

@@ -21,6 +21,8 @@ def gain_figure(
     from matplotlib.figure import Figure
 
     protocols = [p for p in ("shared", "in_situ") if any(p in m for m in results["measurements"].values())]
+    if all(m.get("shared", {}).get("bounds") for m in results["measurements"].values()):
+        protocols.append("bounds")  # the theory's per-component upper bounds as a third x axis
     fig = Figure(figsize=(6 * len(protocols), 4.6), layout="constrained")
     axes = fig.subplots(1, len(protocols), squeeze=False)[0]
     gains = stats["gains"].get(optimizer, {})
@@ -28,12 +30,13 @@ def gain_figure(
     for ax, protocol in zip(axes, protocols, strict=True):
         xs_all = []
         for ti, (task, task_gains) in enumerate(gains.items()):
-            scores = results["measurements"][task][protocol]["scores"]
+            measured = results["measurements"][task]
+            scores = measured["shared"]["bounds"] if protocol == "bounds" else measured[protocol]["scores"]
             linear_std = summary[task]["linear"]["std"]
             rho = stats["spearman"][optimizer][task].get(protocol, {}).get("rho")
             label_done = False
             for comp in COMPONENTS:
-                if comp not in task_gains:
+                if comp not in task_gains or comp not in scores:
                     continue
                 x, y = scores[comp], 100 * task_gains[comp]
                 err = 100 * math.hypot(summary[task][comp]["std"], linear_std)
@@ -56,9 +59,13 @@ def gain_figure(
         ax.axhline(0, color="grey", lw=0.8, ls="--")
         if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 10:
             ax.set_xscale("log")
-        ax.set_xlabel(f"measured plasticity ({protocol} protocol)")
+        if protocol == "bounds":
+            ax.set_xlabel("theoretical upper bound (largest over layers)")
+            ax.set_title("theoretical bounds: gain vs bound (ρ = Spearman per task)")
+        else:
+            ax.set_xlabel(f"measured plasticity ({protocol} protocol)")
+            ax.set_title(f"{protocol} protocol: gain vs plasticity (ρ = Spearman per task)")
         ax.set_ylabel("test accuracy gain over linear probing (points)")
-        ax.set_title(f"{protocol} protocol: gain vs plasticity (ρ = Spearman per task)")
         ax.legend(fontsize="small")
     fig.suptitle(f"Bundled ViT, component-wise finetuning ({optimizer}); markers = tasks, colours = components")
     suffix = Path(path).suffix.lstrip(".") or "png"

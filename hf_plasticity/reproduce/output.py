@@ -94,12 +94,21 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
     for optimizer, cells in stats["summary"].items():
         lines += _accuracy_table(doc, optimizer, cells, tasks)
     lines += ["## Measured rankings (source model, each task's train split as data)", ""]
-    lines += ["| task | protocol | ranking (most plastic first) | scores |", "|---|---|---|---|"]
+    lines += [
+        "| task | protocol | ranking (most plastic first) | scores | bounds (max over layers) | token spread |",
+        "|---|---|---|---|---|---:|",
+    ]
     for task, measured in doc["measurements"].items():
         for protocol in ("shared", "in_situ"):
             m = measured[protocol]
             scores = ", ".join(f"{c} {m['scores'][c]:.3f}" for c in m["ranking"])
-            lines.append(f"| {task} | {protocol} | {' > '.join(m['ranking'])} | {scores} |")
+            bounds = m.get("bounds") or {}
+            bound_text = ", ".join(f"{c} {bounds[c]:.3g}" for c in m["ranking"] if c in bounds) or "–"
+            spread = m.get("token_spread")
+            spread_text = "–" if spread is None else f"{spread:.3f}"
+            lines.append(
+                f"| {task} | {protocol} | {' > '.join(m['ranking'])} | {scores} | {bound_text} | {spread_text} |"
+            )
     lines += ["", "## What the selections train", "", "| task | method | trains | trainable |", "|---|---|---|---:|"]
     for task, methods in doc["methods"].items():
         for name, m in methods.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -219,17 +220,23 @@ def _measure(
         report.model["model_id"] = BUNDLED_MODEL_ID
         report.save(out / "reports" / f"{task.name}-{protocol}.json")
         reports[protocol] = report
-        bounds = getattr(report, "bounds", None)
+        bounds = getattr(report, "bounds", None)  # per (layer, component), in reports of schema 2 and later
         summary[protocol] = {
             "scores": report.scores(),
             "ranking": report.ranking(),
             "ci95": {c: report.stat(c).ci95 for c in report.components},
             "per_layer": {c: report.mean[:, i].tolist() for i, c in enumerate(report.components)},
             "num_pairs": report.num_pairs,
-            "bounds": pooled_bounds(bounds),
+            "bounds": pooled_bounds(bounds, report.components),
+            "token_spread": _finite_or_none(getattr(report, "token_spread", None)),
+            "radius": _finite_or_none(getattr(report, "radius", None)),
             "report": f"reports/{task.name}-{protocol}.json",
         }
     return reports, summary
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _groups(

@@ -33,16 +33,19 @@ def theoretical_scores() -> dict[str, float]:
     return {c: float(len(THEORETICAL_RANKING) - i) for i, c in enumerate(THEORETICAL_RANKING)}
 
 
-def pooled_bounds(bounds: Any) -> dict[str, float] | None:
-    """One theoretical bound per component type from a report's ``bounds`` (per layer: their mean).
+def pooled_bounds(bounds: Any, components: Sequence[str] | None = None) -> dict[str, float] | None:
+    """One theoretical bound per component type: the largest over its layers (a bound for every layer).
 
-    Accepts a mapping component -> number or per-layer sequence, or an object with such a mapping under
-    ``to_dict()``/``bounds``; anything else (or None) gives None, so correlations simply omit it.
+    Takes a report's ``bounds`` array (layers x components, with ``components`` naming the columns) or a
+    mapping component -> number or per-layer sequence; None, or anything else, gives None, so
+    correlations simply leave the bounds out.
     """
     if bounds is None:
         return None
-    if hasattr(bounds, "to_dict") and not isinstance(bounds, Mapping):
-        bounds = bounds.to_dict()
+    if isinstance(bounds, np.ndarray):
+        if components is None or bounds.ndim != 2 or bounds.shape[1] != len(components):
+            return None
+        bounds = {c: bounds[:, i] for i, c in enumerate(components)}
     if isinstance(bounds, Mapping) and "bounds" in bounds and isinstance(bounds["bounds"], Mapping):
         bounds = bounds["bounds"]
     if not isinstance(bounds, Mapping):
@@ -55,7 +58,7 @@ def pooled_bounds(bounds: Any) -> dict[str, float] | None:
         arr = np.asarray(value, dtype=np.float64).ravel()
         arr = arr[np.isfinite(arr)]
         if arr.size:
-            out[comp] = float(arr.mean())
+            out[comp] = float(arr.max())
     return out or None
 
 
@@ -196,9 +199,8 @@ def analyse(results: Mapping[str, Any]) -> dict[str, Any]:
             rankings: dict[str, Mapping[str, float] | None] = {
                 protocol: measured[protocol]["scores"] for protocol in ("shared", "in_situ") if protocol in measured
             }
-            for protocol in ("shared", "in_situ"):
-                if protocol in measured and measured[protocol].get("bounds"):
-                    rankings[f"bounds ({protocol} report)"] = measured[protocol]["bounds"]
+            if measured.get("shared", {}).get("bounds"):  # weights and this data's radius: protocol-free
+                rankings["bounds"] = measured["shared"]["bounds"]
             rankings["theory (paper's order)"] = theoretical_scores()
             out["gains"].setdefault(optimizer, {})[task] = gains_over_linear(methods)
             out["spearman"].setdefault(optimizer, {})[task] = correlations(methods, rankings)
