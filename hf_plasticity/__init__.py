@@ -4,6 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# after the tuner: importing cards makes save_pretrained/push_to_hub of plasticity models write our card
+from .cards import ModelCardError, attach_report, build_model_card, write_model_card
 from .components import (
     COMPONENTS,
     THEORETICAL_RANKING,
@@ -15,44 +17,70 @@ from .components import (
     resolve_components,
 )
 from .errors import (
+    AdapterLoadError,
     EmptyDataError,
+    HubUnreachableError,
     InPlaceAdapterError,
     InvalidInputError,
+    LegacyReportWarning,
     MissingDataError,
+    NonFiniteError,
     NotEnoughPairsError,
+    OutputPathError,
     PlasticityError,
+    PlasticityWarning,
     ReportFormatError,
+    SmallSampleWarning,
     UnknownComponentError,
     UnsupportedModelError,
 )
 from .estimator import measure_plasticity
+from .export import ExportError, export_lora, export_merged
+from .hub import HubAuthError, HubPushError, push_to_hub
 from .report import ComponentStat, PlasticityReport
 from .tuner import PlasticityConfig, PlasticityModel, load_adapter, select_modules
 
 __all__ = [
     "COMPONENTS",
     "THEORETICAL_RANKING",
+    "AdapterLoadError",
     "ComponentMap",
     "ComponentSpec",
     "ComponentStat",
     "EmptyDataError",
+    "ExportError",
+    "HubAuthError",
+    "HubPushError",
+    "HubUnreachableError",
     "InPlaceAdapterError",
     "InvalidInputError",
+    "LegacyReportWarning",
     "MissingDataError",
+    "ModelCardError",
+    "NonFiniteError",
     "NotEnoughPairsError",
+    "OutputPathError",
     "PlasticityConfig",
     "PlasticityError",
     "PlasticityModel",
     "PlasticityReport",
+    "PlasticityWarning",
     "ReportFormatError",
+    "SmallSampleWarning",
     "UnknownComponentError",
     "UnsupportedModelError",
     "__version__",
+    "attach_report",
+    "build_model_card",
+    "export_lora",
+    "export_merged",
     "get_component_map",
     "load_adapter",
     "measure_plasticity",
+    "push_to_hub",
     "register_component_map",
     "registered_model_types",
     "resolve_components",
     "select_modules",
+    "write_model_card",
 ]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .components import COMPONENTS, THEORETICAL_RANKING, registered_model_types, validate_components
 from .errors import PlasticityError
+from .io import check_output_paths, figure_format
 
 if TYPE_CHECKING:
     from .report import PlasticityReport
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except (PlasticityError, FileNotFoundError) as exc:
+    except (PlasticityError, OSError) as exc:  # user error or the environment's: a message, never a traceback
         print(f"hf-plasticity: error: {exc}", file=sys.stderr)
         return 2
 
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--reference-split", help="split of the reference data (default: test)")
     m.add_argument("--out", required=True, type=Path, help="where to write the report (JSON)")
     m.add_argument("--plot", type=Path, help="also write the figure (PNG, SVG or PDF)")
+    m.add_argument(
+        "--image-processor",
+        metavar="NAME_OR_PATH",
+        help="image processor (Hub id or folder with preprocessor_config.json) for a checkpoint that ships none",
+    )
     _measure_options(m)
     m.set_defaults(run=_run_measure)
 
@@ -58,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--per-layer", action="store_true", help="also print the per-layer table")
     s.add_argument("--plot", type=Path, help="write the figure")
     s.set_defaults(run=_run_show)
+
+    _add_card_command(sub)
 
     ls = sub.add_parser("list", help="list supported model types, components and bundled data sets")
     ls.set_defaults(run=_run_list)
@@ -80,6 +88,10 @@ def _run_measure(args: argparse.Namespace) -> int:
     from .data.loaders import load_named_dataset
 
     validate_components(args.components)  # fail before anything is loaded
+    inputs = [args.model, args.data, args.reference, args.image_processor]
+    check_output_paths({"--out": args.out, "--plot": args.plot}, inputs=inputs)
+    if args.plot is not None:
+        figure_format(args.plot, "--plot")
     data = load_named_dataset(args.data, split=args.split)
     reference = None if args.reference is None else load_named_dataset(args.reference, split=args.reference_split)
     _measure_and_print(args, args.model, data, reference, args.data, args.reference, args.out, args.plot)
@@ -96,6 +108,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     except MissingDataError:
         reference, ref_name = load_fashion_mnist_sample(), "fashion-mnist-sample (bundled)"
     out = args.out_dir
+    check_output_paths({"report": out / "report.json", "figure": out / "plasticity.png"})
     print(f"Bundled ViT (pretrained on Fashion-MNIST); reference: {ref_name}; downstream: scikit-learn digits")
     report = _measure_and_print(
         args,
@@ -129,7 +142,12 @@ def _measure_and_print(
     from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    processor_name = getattr(args, "image_processor", None)
+    if processor_name is not None:  # named by the user: a bad name fails before the model loads
+        processor = load_image_processor(processor_name, required=True)
     model = load_model(model_name)
+    if processor_name is None:
+        processor = load_image_processor(model_name)
     start = time.perf_counter()
     report = measure_plasticity(
         model,
@@ -140,7 +158,7 @@ def _measure_and_print(
         batch_size=args.batch_size,
         components=args.components,
         device=device,
-        image_processor=load_image_processor(model_name),
+        image_processor=processor,
         seed=args.seed,
         progress=not args.no_progress,
         data_name=data_name,
@@ -164,6 +182,9 @@ def _measure_and_print(
 def _run_show(args: argparse.Namespace) -> int:
     from .report import PlasticityReport
 
+    if args.plot is not None:
+        check_output_paths({"--plot": args.plot}, inputs=[args.report])
+        figure_format(args.plot, "--plot")
     report = PlasticityReport.load(args.report)
     print(repr(report))
     print(report.to_markdown(per_layer=args.per_layer))
@@ -182,6 +203,73 @@ def _run_list(args: argparse.Namespace) -> int:
     for name in COMPONENTS:
         print(f"  {name:<10} {COMPONENT_DESCRIPTIONS[name]}")
     print("bundled data sets: " + ", ".join(available_datasets()))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ card
+def _add_card_command(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "card",
+        help="write a model card carrying the plasticity ranking (merged into an existing README), optionally push",
+        description="Build the model card of a plasticity adapter (or, from a report alone, of the measured model): "
+        "metadata with the ranking, the trained modules and the results; the ranked table, the figure, how to load "
+        "it. An existing README is merged, never overwritten.",
+    )
+    c.add_argument("--report", type=Path, help="a report written by `hf-plasticity measure`")
+    c.add_argument("--adapter", type=Path, help="a saved plasticity adapter folder (save_pretrained output)")
+    c.add_argument("--metrics", type=Path, help="JSON of evaluation results, e.g. the Trainer's eval_results.json")
+    c.add_argument("--out", type=Path, help="where to write the card (default: the adapter's README.md)")
+    c.add_argument("--base-model", help="Hub id of the base model (default: from the adapter or the report)")
+    c.add_argument("--dataset", action="append", dest="datasets", help="Hub id of a data set used (repeatable)")
+    c.add_argument("--push", metavar="REPO", help="also push the adapter, report, figure and card to this Hub repo")
+    c.add_argument("--private", action="store_true", help="create the pushed repo private")
+    c.add_argument("--revision", help="branch to push to")
+    c.add_argument("--bundled", action="store_true", help="regenerate the bundled model's cards (source checkout)")
+    c.set_defaults(run=_run_card)
+
+
+def _run_card(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from .cards import FIGURE_NAME, REPORT_NAME, build_model_card, regenerate_bundled_card, write_model_card
+    from .errors import InvalidInputError
+    from .report import PlasticityReport
+
+    if args.bundled:
+        for path in regenerate_bundled_card(Path.cwd()):
+            print(f"wrote {path}")
+        return 0
+    if args.report is None and args.adapter is None:
+        raise InvalidInputError("pass --report, --adapter or both (or --bundled)")
+    out = args.out or (args.adapter / "README.md" if args.adapter else None)
+    if out is None:
+        raise InvalidInputError("pass --out (where to write the card) when there is no --adapter")
+    report = PlasticityReport.load(args.report) if args.report else None
+    options = {"metrics": args.metrics, "base_model": args.base_model, "datasets": args.datasets}
+    card = build_model_card(args.adapter or report, report=report, repo_id=args.push, **options)
+    folder = out.parent
+    if report is not None:
+        report.plot(folder / FIGURE_NAME)
+        if args.adapter is not None and folder.resolve() == args.adapter.resolve():
+            report.save(folder / REPORT_NAME)
+    write_model_card(card, out)
+    print(f"wrote {out}")
+    if args.push:
+        from .hub import push_to_hub
+
+        with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as staging:
+            stage = Path(staging)
+            if args.adapter is not None:
+                shutil.copytree(args.adapter, stage, dirs_exist_ok=True)
+            if report is not None:
+                report.save(stage / REPORT_NAME)
+                shutil.copy2(folder / FIGURE_NAME, stage / FIGURE_NAME)
+            shutil.copy2(out, stage / "README.md")
+            info = push_to_hub(
+                stage, args.push, private=args.private or None, revision=args.revision, card=out.read_text("utf-8")
+            )
+        print(f"pushed to {info.commit_url}")
     return 0
 
 

@@ -23,7 +23,7 @@ COMPONENT_DESCRIPTIONS: dict[str, str] = {
     "attn_norm": "LayerNorm before attention",
     "mha": "multi-head self-attention",
     "ffn_norm": "LayerNorm before the MLP",
-    "ffn_fc1": "first MLP linear (+ activation)",
+    "ffn_fc1": "first MLP linear (the linear map alone, before the activation)",
     "ffn_fc2": "second MLP linear",
 }
 
@@ -32,17 +32,12 @@ COMPONENT_DESCRIPTIONS: dict[str, str] = {
 class ComponentSpec:
     """Where one component lives inside a transformer block.
 
-    ``path`` is the module that owns the component's parameters (what finetuning unfreezes);
-    ``then`` names parameter-free modules applied after it (the MLP activation after ``fc1``), since the
-    paper's ``ffn_fc1`` is the linear map followed by its non-linearity.
+    ``path`` is the module that owns the component's parameters: what finetuning unfreezes and what the
+    estimator applies. It is the whole component: the paper's ``ffn_fc1`` is the linear map alone, so
+    the parameter-free activation after it is not part of any component.
     """
 
     path: str
-    then: tuple[str, ...] = ()
-
-    @property
-    def chain(self) -> tuple[str, ...]:
-        return (self.path, *self.then)
 
 
 @dataclass(frozen=True)
@@ -52,6 +47,8 @@ class ComponentMap:
     ``layers`` is the path of the ``nn.ModuleList`` of blocks; ``components`` maps each component type to
     its :class:`ComponentSpec` inside one block. ``fixed_image_size`` says whether the family's embedding
     only takes the configured image size (ViT, DeiT) or interpolates positions (Dinov2).
+    ``attention_projections`` names the query, key, value and output linears inside the ``mha`` module,
+    which the theoretical bound of attention reads head by head (:mod:`hf_plasticity.bounds`).
     """
 
     family: str
@@ -61,6 +58,7 @@ class ComponentMap:
     embeddings: str = "embeddings"
     head_names: tuple[str, ...] = ("classifier",)
     fixed_image_size: bool = True
+    attention_projections: tuple[str, str, str, str] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __post_init__(self) -> None:
         missing = set(COMPONENTS) - set(self.components)
@@ -78,21 +76,20 @@ class ResolvedComponents:
     num_layers: int
     embeddings_path: str
     paths: dict[str, list[str]] = field(default_factory=dict)
-    _chains: dict[tuple[int, str], list[nn.Module]] = field(default_factory=dict, repr=False, compare=False)
+    _modules: dict[tuple[int, str], nn.Module] = field(default_factory=dict, repr=False, compare=False)
 
     def module(self, path: str) -> nn.Module:
         return self.model.get_submodule(path)
 
-    def chain(self, layer: int, component: str) -> list[nn.Module]:
-        """The modules that compute ``component`` of block ``layer``, in call order.
+    def component(self, layer: int, component: str) -> nn.Module:
+        """The module that computes ``component`` of block ``layer``.
 
-        Looked up once per (layer, component): the estimator asks for every chain on every batch.
+        Looked up once per (layer, component): the estimator asks for every component on every batch.
         """
         key = (layer, component)
-        if key not in self._chains:
-            block = f"{self.layer_path(layer)}."
-            self._chains[key] = [self.module(block + p) for p in self.map.components[component].chain]
-        return self._chains[key]
+        if key not in self._modules:
+            self._modules[key] = self.module(self.paths[component][layer])
+        return self._modules[key]
 
     def layer_path(self, layer: int) -> str:
         return _join(self.base_prefix, f"{self.map.layers}.{layer}")
@@ -161,15 +158,14 @@ def resolve_components(model: nn.Module) -> ResolvedComponents:
     for comp, spec in cmap.components.items():
         paths[comp] = []
         for layer in range(len(layers)):
-            for rel in spec.chain:
-                full = _join(layers_path, f"{layer}.{rel}")
-                if full not in names:
-                    raise UnsupportedModelError(
-                        f"{type(model).__name__} has no module {full!r} for component {comp!r} of the "
-                        f"{cmap.family!r} map (a variant this map does not cover, e.g. a SwiGLU MLP); "
-                        "register a map matching its named_modules()"
-                    )
-            paths[comp].append(_join(layers_path, f"{layer}.{spec.path}"))
+            full = _join(layers_path, f"{layer}.{spec.path}")
+            if full not in names:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__} has no module {full!r} for component {comp!r} of the "
+                    f"{cmap.family!r} map (a variant this map does not cover, e.g. a SwiGLU MLP); "
+                    "register a map matching its named_modules()"
+                )
+            paths[comp].append(full)
     return ResolvedComponents(
         map=cmap,
         model=model,
@@ -218,7 +214,7 @@ _VIT_LIKE = {
     "attn_norm": ComponentSpec("layernorm_before"),
     "mha": ComponentSpec("attention"),
     "ffn_norm": ComponentSpec("layernorm_after"),
-    "ffn_fc1": ComponentSpec("mlp.fc1", then=("mlp.activation_fn",)),
+    "ffn_fc1": ComponentSpec("mlp.fc1"),
     "ffn_fc2": ComponentSpec("mlp.fc2"),
 }
 
@@ -241,7 +237,7 @@ register_component_map(
             "attn_norm": ComponentSpec("norm1"),
             "mha": ComponentSpec("attention"),
             "ffn_norm": ComponentSpec("norm2"),
-            "ffn_fc1": ComponentSpec("mlp.fc1", then=("mlp.activation_fn",)),
+            "ffn_fc1": ComponentSpec("mlp.fc1"),
             "ffn_fc2": ComponentSpec("mlp.fc2"),
         },
         fixed_image_size=False,

@@ -37,3 +37,31 @@ class MissingDataError(PlasticityError, FileNotFoundError):
 
 class InPlaceAdapterError(PlasticityError, ValueError):
     """An operation that needs the original weights, on an adapter that trained them in place."""
+
+
+class NonFiniteError(InvalidInputError):
+    """NaN or infinite pixels, weights or rates; the message names the image, layer or weight."""
+
+
+class PlasticityWarning(UserWarning):
+    """Base class of the warnings hf_plasticity gives (results to read with care, nothing failed)."""
+
+
+class LegacyReportWarning(PlasticityWarning):
+    """A report saved by an older version, whose numbers follow an older definition."""
+
+
+class SmallSampleWarning(PlasticityWarning):
+    """Too few pairs for the statistics asked of them (a 95% interval needs at least two)."""
+
+
+class OutputPathError(PlasticityError, ValueError):
+    """An output path that cannot be written, or that would overwrite an input or another output."""
+
+
+class HubUnreachableError(MissingDataError):
+    """A name that is neither local nor in the cache, while the Hugging Face Hub cannot be reached."""
+
+
+class AdapterLoadError(InvalidInputError):
+    """A saved adapter that cannot be loaded onto this model: missing or corrupt files, or another model's shape."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -16,11 +17,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .bounds import gram, weight_bounds
 from .components import ResolvedComponents, resolve_components, validate_components
 from .data.pairs import is_hf_dataset, make_pair_batches
-from .errors import InvalidInputError
+from .errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning
 from .report import PlasticityReport, model_metadata
-from .stats import RateStats
+from .stats import RateStats, TokenStats
 
 Protocol = Literal["shared", "in_situ"]
 PROTOCOLS: tuple[str, ...] = ("shared", "in_situ")
@@ -39,6 +41,7 @@ def measure_plasticity(
     image_processor: Any = None,
     seed: int = 0,
     keep_rates: bool = True,
+    bounds: bool = True,
     progress: bool = True,
     data_name: str | None = None,
     reference_name: str | None = None,
@@ -59,6 +62,8 @@ def measure_plasticity(
         image_processor: decodes ``datasets.Dataset`` images; None loads the model's own when needed.
         seed: seeds the choice of pairs.
         keep_rates: keep every per-pair rate (needed for distribution plots) besides the statistics.
+        bounds: compute the paper's theoretical upper bounds from the weights (exact spectral norms; a
+            re-measurement during training may skip them).
         progress: show a tqdm progress bar.
         data_name, reference_name: names recorded in the report (default: taken from the data).
     """
@@ -66,6 +71,7 @@ def measure_plasticity(
         raise InvalidInputError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
     resolved = resolve_components(model)
     comps = validate_components(components)
+    dev = _resolve_device(device, model)
     config = getattr(model, "config", None)
     num_channels = int(getattr(config, "num_channels", 3))
     if image_processor is None and (_needs_processor(data) or _needs_processor(reference)):
@@ -81,33 +87,54 @@ def measure_plasticity(
         data_name=data_name,
         reference_name=reference_name,
     )
-    dev = torch.device(device) if device is not None else _model_device(model)
     if device is not None:
         model.to(dev)
+    _check_weights(resolved, comps)
     dtype = _model_dtype(model)
     stats = RateStats.zeros(resolved.num_layers, len(comps), dev, keep_rates)
-    run = _shared_batch if protocol == "shared" else _InSitu(resolved, comps)
+    tokens = TokenStats.zeros(dev)
     total = None if pairs.num_pairs is None else math.ceil(pairs.num_pairs / batch_size)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), _closing(run):
-            bar = tqdm(
-                pairs.batches,
-                total=total,
-                desc=f"plasticity ({protocol})",
-                unit="batch",
-                disable=not progress,
-            )
-            for x, y in bar:
-                x = x.to(dev, dtype, non_blocking=True)
-                y = y.to(dev, dtype, non_blocking=True)
-                _check_pixels(x, resolved)
-                _check_pixels(y, resolved)
-                rates, valid = run(resolved, comps, x, y)
-                stats.update(rates, valid)
+        with torch.inference_mode():
+            run = _Shared(resolved, comps) if protocol == "shared" else _InSitu(resolved, comps)
+            with _closing(run):
+                bar = tqdm(
+                    pairs.batches,
+                    total=total,
+                    desc=f"plasticity ({protocol})",
+                    unit="batch",
+                    disable=not progress,
+                )
+                seen = 0
+                for x, y in bar:
+                    x = x.to(dev, dtype, non_blocking=True)
+                    y = y.to(dev, dtype, non_blocking=True)
+                    _check_pixels(x, resolved)
+                    _check_pixels(y, resolved)
+                    rates, in_norms, z = run(x, y)
+                    if not bool(torch.isfinite(rates.sum() + in_norms.sum())):
+                        raise _non_finite_error(resolved, comps, x, y, rates, in_norms, seen)
+                    stats.update(rates, in_norms > 0)
+                    seen += x.shape[0]
+                    tokens.update(z)
+            weight_part = weight_bounds(resolved, comps) if bounds else None
     finally:
         model.train(was_training)
+    if int(stats.count.max().item()) == 0:
+        raise NotEnoughPairsError(
+            f"no pair had a non-zero distance between its two inputs (all {int(stats.excluded.max().item())} "
+            "pairs were identical at the embedding output), so no rate of change is defined; pass distinct "
+            "images (e.g. a reference data set, or data that is not constant)"
+        )
+    if int(stats.count.min().item()) < 2:
+        warnings.warn(
+            f"only {int(stats.count.min().item())} pair(s) with distinct inputs were measured: the spread and the "
+            "95% intervals need at least 2 (they are reported as n/a); measure more pairs",
+            SmallSampleWarning,
+            stacklevel=2,
+        )
     measured = int(stats.count.max().item() + stats.excluded.max().item())
     return PlasticityReport.from_stats(
         stats,
@@ -119,62 +146,90 @@ def measure_plasticity(
         reference_name=pairs.reference_name,
         seed=seed,
         model_info=model_metadata(model),
+        tokens=tokens.as_dict(),
+        weight_bounds=weight_part,
     )
 
 
 def component_fn(resolved: ResolvedComponents, layer: int, component: str) -> Any:
     """The component as a function of a token tensor (B, n, d), as the shared protocol applies it."""
-    chain = resolved.chain(layer, component)
+    module = resolved.component(layer, component)
 
     def f(z: torch.Tensor) -> torch.Tensor:
-        out = _fit_width(z, chain[0])
-        for module in chain:
-            out = module(out)
-            if isinstance(out, tuple):
-                out = out[0]
-        return out
+        out = module(_fit_width(z, module))
+        return out[0] if isinstance(out, tuple) else out
 
     return f
 
 
-def _shared_batch(
-    resolved: ResolvedComponents, comps: tuple[str, ...], x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All components of all layers on one pair of embedding outputs: rates (B, L, C) and valid mask."""
-    b = x.shape[0]
-    z = resolved.embeddings()(torch.cat([x, y]))
-    dz = z[:b] - z[b:]
-    in_norm = _norm(dz)
-    rates = torch.empty(b, resolved.num_layers, len(comps), dtype=torch.float32, device=z.device)
-    for layer in range(resolved.num_layers):
-        for ci, comp in enumerate(comps):
-            chain = resolved.chain(layer, comp)
-            if len(chain) == 1 and isinstance(chain[0], nn.Linear):
-                # A linear map's difference is the map of the difference (the bias cancels), and a
-                # zero-padded input only meets the first d columns: one (d x d_out) product on dz.
-                out_diff = dz @ chain[0].weight[:, : dz.shape[-1]].T
-            else:
-                out = component_fn(resolved, layer, comp)(z)
-                out_diff = out[:b] - out[b:]
-            rates[:, layer, ci] = _norm(out_diff)
-    valid = (in_norm > 0)[:, None, None].expand_as(rates)
-    return rates / in_norm.clamp_min(torch.finfo(torch.float32).tiny)[:, None, None], valid
+class _Shared:
+    """The paper's protocol: every component of every layer applied to one pair of embedding outputs.
+
+    Only the embedding, attention and the LayerNorms are non-linear and need both inputs. A linear map's
+    difference is the map of the difference (the bias cancels), so ``ffn_fc1`` and ``ffn_fc2`` work on
+    dz = z_x - z_y alone: ||W1 dz||^2 = sum(dz * (dz G)) with the d x d Gram matrix G = W1^T W1, computed
+    once (a quarter of the d x 4d product), and ``ffn_fc2``'s zero-padded input only meets W2's first d
+    columns (one d x d product).
+    """
+
+    def __init__(self, resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
+        self.resolved, self.comps = resolved, comps
+        self.linear: dict[tuple[int, int], tuple[str, torch.Tensor]] = {}
+        width = _hidden_width(resolved)
+        for layer in range(resolved.num_layers):
+            for ci, comp in enumerate(comps):
+                module = resolved.component(layer, comp)
+                if not isinstance(module, nn.Linear):
+                    continue
+                if module.in_features == width and module.out_features > width:
+                    self.linear[layer, ci] = ("gram", gram(module.weight))
+                else:
+                    self.linear[layer, ci] = ("map", module.weight[:, :width].T)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        resolved, b = self.resolved, x.shape[0]
+        z = resolved.embeddings()(torch.cat([x, y]))
+        dz = z[:b] - z[b:]
+        in_norm = _norm(dz)
+        out = torch.empty(b, resolved.num_layers, len(self.comps), dtype=torch.float32, device=z.device)
+        for layer in range(resolved.num_layers):
+            for ci, comp in enumerate(self.comps):
+                linear = self.linear.get((layer, ci))
+                if linear is None:
+                    fz = component_fn(resolved, layer, comp)(z)
+                    out[:, layer, ci] = _norm(fz[:b] - fz[b:])
+                elif linear[0] == "gram":
+                    d = dz.float()
+                    out[:, layer, ci] = (d * (d @ linear[1])).sum((1, 2)).clamp_min(0).sqrt()
+                else:
+                    out[:, layer, ci] = _norm(dz @ linear[1])
+        in_norms = in_norm[:, None, None].expand_as(out)
+        return out / in_norms.clamp_min(torch.finfo(torch.float32).tiny), in_norms, z
+
+    def close(self) -> None:
+        self.linear.clear()
 
 
 class _InSitu:
     """Hooks that read each component's real input and output during one forward pass over [x; y]."""
 
     def __init__(self, resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
+        self.resolved = resolved
+        self.num_comps = len(comps)
         self.base = resolved.module(resolved.base_prefix) if resolved.base_prefix else resolved.model
         self.half = 0
         self.rates: torch.Tensor | None = None
         self.in_norms: torch.Tensor | None = None
-        self.handles: list[Any] = []
+        self.tokens: torch.Tensor | None = None
+        self.handles: list[Any] = [resolved.embeddings().register_forward_hook(self._embedded)]
         for layer in range(resolved.num_layers):
             for ci, comp in enumerate(comps):
-                chain = resolved.chain(layer, comp)
-                self.handles.append(chain[0].register_forward_pre_hook(self._enter(layer, ci), with_kwargs=True))
-                self.handles.append(chain[-1].register_forward_hook(self._leave(layer, ci)))
+                module = resolved.component(layer, comp)
+                self.handles.append(module.register_forward_pre_hook(self._enter(layer, ci), with_kwargs=True))
+                self.handles.append(module.register_forward_hook(self._leave(layer, ci)))
+
+    def _embedded(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self.tokens = output[0] if isinstance(output, tuple) else output
 
     def _enter(self, layer: int, ci: int) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -192,22 +247,111 @@ class _InSitu:
 
         return hook
 
-    def __call__(
-        self, resolved: ResolvedComponents, comps: tuple[str, ...], x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = x.shape[0]
         self.half = b
-        shape = (b, resolved.num_layers, len(comps))
+        shape = (b, self.resolved.num_layers, self.num_comps)
         self.rates = torch.empty(shape, dtype=torch.float32, device=x.device)
         self.in_norms = torch.empty(shape, dtype=torch.float32, device=x.device)
         self.base(pixel_values=torch.cat([x, y]))
-        valid = self.in_norms > 0
-        return self.rates / self.in_norms.clamp_min(torch.finfo(torch.float32).tiny), valid
+        assert self.tokens is not None
+        return self.rates / self.in_norms.clamp_min(torch.finfo(torch.float32).tiny), self.in_norms, self.tokens
 
     def close(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+
+
+def _check_weights(resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
+    """Refuse NaN or infinite weights in the measured modules before measuring (one cheap pass).
+
+    Rates alone cannot be trusted to show them: attention kernels may mask a NaN query into finite outputs.
+    """
+    modules = [("the embedding", resolved.embeddings_path)]
+    modules += [(f"layer {layer}, component {c}", path) for layer, c, path in resolved.iter_modules(comps)]
+    for where, path in modules:
+        for name, param in resolved.module(path).named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise NonFiniteError(
+                    f"{where}: the weight {path}.{name} holds NaN or infinite values, so its plasticity is "
+                    "undefined; reload or repair the checkpoint"
+                )
+
+
+def _non_finite_error(
+    resolved: ResolvedComponents,
+    comps: tuple[str, ...],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rates: torch.Tensor,
+    in_norms: torch.Tensor,
+    first_pair: int,
+) -> NonFiniteError:
+    """Name what made a rate NaN or infinite: the pixels, the embedding, or one (layer, component)."""
+    for side, pixels in (("reference (x)", x), ("downstream (y)", y)):
+        bad = ~torch.isfinite(pixels).flatten(1).all(1)
+        if bad.any():
+            i = first_pair + int(bad.nonzero()[0, 0])
+            return NonFiniteError(
+                f"pair {i}: the {side} image has NaN or infinite pixel values; clean or drop such images "
+                "(e.g. torch.nan_to_num, or filter with torch.isfinite(pixels).all()) before measuring"
+            )
+    mask = ~(torch.isfinite(rates) & torch.isfinite(in_norms))
+    layer, ci = (int(v) for v in mask.nonzero()[0, 1:])
+    comp = comps[ci]
+    if bool(torch.isfinite(in_norms[:, layer, ci]).all()):
+        where, suspects = f"the output of {comp}", [resolved.paths[comp][layer]]
+    else:  # its input was already broken: look upstream, in call order
+        where = f"the input of {comp}"
+        suspects = [resolved.embeddings_path, *(resolved.paths[c][i] for i in range(layer + 1) for c in comps)]
+    for path in suspects:
+        for name, param in resolved.module(path).named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                return NonFiniteError(
+                    f"layer {layer}, component {comp}: {where} is not finite because the weight "
+                    f"{path}.{name} holds NaN or infinite values; reload or repair the checkpoint"
+                )
+    return NonFiniteError(
+        f"layer {layer}, component {comp}: {where} is NaN or infinite although the pixels and weights are "
+        f"finite (an overflow in {x.dtype}?); measure in float32: model.float()"
+    )
+
+
+def _resolve_device(device: str | torch.device | None, model: nn.Module) -> torch.device:
+    """The device to compute on, refusing unknown or absent ones with the fix (torch only asserts)."""
+    if device is None:
+        return _model_device(model)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"device={device!r} is not a torch device ({exc}); pass 'cpu', 'cuda', 'cuda:1', 'mps' or None "
+            "(the model's own device)"
+        ) from None
+    if dev.type in ("cpu", "meta"):
+        if dev.type == "meta":
+            raise InvalidInputError("device='meta' holds no data to measure; pass 'cpu' or a GPU")
+        return dev
+    backend = getattr(torch, dev.type, None)
+    available = bool(backend is not None and hasattr(backend, "is_available") and backend.is_available())
+    if not available:
+        raise InvalidInputError(
+            f"device={device!r} but this machine has no {dev.type} device available to torch "
+            f"{torch.__version__}; pass device='cpu' (or omit device to use the model's)"
+        )
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and callable(count) and dev.index >= count():
+        raise InvalidInputError(
+            f"device={device!r} but this machine has {count()} {dev.type} device(s) (0..{count() - 1}); "
+            f"pass a valid index"
+        )
+    return dev
+
+
+def _hidden_width(resolved: ResolvedComponents) -> int:
+    config = getattr(resolved.model, "config", None)
+    return int(config.hidden_size)
 
 
 def _norm(t: torch.Tensor) -> torch.Tensor:

@@ -1,28 +1,126 @@
-"""Atomic file writes: a crash or a bad input never leaves a user's file half-written or lost."""
+"""Safe output files: checked before long work starts, written atomically, never onto an input or each other.
+
+A crash or a bad path never leaves a user's file half-written or lost, and an unusable path is reported
+(naming the user's path, never a hidden temporary file) before anything slow runs.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from .errors import OutputPathError
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+PathLike = str | os.PathLike[str]
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place in one step."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    target = Path(path).expanduser()
+    check_output_path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _unwritable(target, "path", exc) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.replace(tmp, target)
+        # mkstemp creates owner-only files: give the result the mode a plain open() would (or the old file's)
+        tmp.chmod(target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _unwritable(target, "path", exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return target
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_output_path(path: PathLike, label: str = "path") -> Path:
+    """Fail now, with the fix, if ``path`` cannot become a file: a folder, under a file, or not writable."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise OutputPathError(
+            f"{label} {str(path)!r} is a folder; pass a file path, e.g. {str(target / 'report.json')!r}"
+        )
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputPathError(
+            f"cannot write {label} {str(path)!r}: {str(ancestor)!r} is a file, not a folder; choose another path"
+        )
+    try:  # a real write (not os.access): root, read-only mounts and ACLs all answer truthfully
+        with tempfile.TemporaryFile(dir=ancestor, prefix=".hf-plasticity-probe."):
+            pass
+    except OSError as exc:
+        raise _unwritable(target, label, exc) from exc
+    return target
+
+
+def check_output_paths(outputs: Mapping[str, PathLike | None], inputs: Iterable[PathLike | None] = ()) -> None:
+    """Check every output before work starts: each writable, no two the same file, none an input's file.
+
+    ``outputs`` maps a label the user knows (``"--out"``) to a path. An output equal to an input, or to an
+    existing file inside an input folder (a checkpoint's ``config.json``), would destroy the user's data.
+    """
+    seen: dict[Path, str] = {}
+    for label, path in outputs.items():
+        if path is None:
+            continue
+        target = check_output_path(path, label)
+        key = target.resolve()
+        if key in seen:
+            raise OutputPathError(
+                f"{seen[key]} and {label} both name {str(path)!r}: one would overwrite the other; "
+                "give them different file names"
+            )
+        seen[key] = label
+    for source in inputs:
+        if source is None:
+            continue
+        src = Path(source).expanduser()
+        if not src.exists():
+            continue
+        src = src.resolve()
+        for key, label in seen.items():
+            if key == src or (src.is_dir() and key.is_file() and src in key.parents):
+                raise OutputPathError(
+                    f"{label} {str(key)!r} would overwrite the input {str(source)!r}; write it somewhere else"
+                )
+
+
+def figure_format(path: PathLike, label: str = "path") -> str:
+    """The matplotlib format a figure path asks for (no suffix: PNG); an unsupported suffix fails now."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lstrip(".").lower() or "png"
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in supported:
+        raise OutputPathError(
+            f"{label} {str(path)!r}: matplotlib cannot write {suffix!r} figures; use one of "
+            f"{', '.join('.' + s for s in sorted(supported))} (e.g. .png, .svg or .pdf)"
+        )
+    return suffix
+
+
+def _unwritable(target: Path, label: str, exc: OSError) -> OutputPathError:
+    reason = exc.strerror or type(exc).__name__
+    return OutputPathError(
+        f"cannot write {label} {str(target)!r} ({reason}); choose a folder you can write to, or fix its permissions"
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

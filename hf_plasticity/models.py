@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError, MissingDataError
+from .lookup import check_hub, reject_local_typo
 
 BUNDLED = "bundled"
 """The model name that means the package's own Fashion-MNIST ViT (see ``examples/pretrain_vit.py``)."""
@@ -42,6 +43,15 @@ def load_model(name_or_path: str, **kwargs: Any) -> Any:
     local = Path(name).expanduser()
     if name.startswith((".", "/", "~")) and not local.exists():
         raise MissingDataError(f"no model directory at {name!r}; pass a local checkpoint folder or a Hub id")
+    if not local.exists():  # a Hub id: typos of local names stay local, an unreachable Hub fails in seconds
+        reject_local_typo(name, [BUNDLED], "model")
+        if not check_hub(name, "model"):
+            kwargs = {"local_files_only": True, **kwargs}
+    elif local.is_dir() and not (local / "config.json").is_file():
+        raise MissingDataError(
+            f"{name!r} is a folder without config.json, so not a transformers checkpoint; pass the folder "
+            "written by model.save_pretrained(...)"
+        )
     errors = []
     for auto in (AutoModelForImageClassification, AutoModel):
         try:
@@ -54,11 +64,28 @@ def load_model(name_or_path: str, **kwargs: Any) -> Any:
     )
 
 
-def load_image_processor(name_or_path: str) -> Any:
-    """The model's own image processor, or None when it ships none."""
+def load_image_processor(name_or_path: str, required: bool = False) -> Any:
+    """The model's own image processor, or None when it ships none.
+
+    ``required``: the user named this processor explicitly (``--image-processor``), so failing to load
+    it is an error rather than a quiet None.
+    """
     from transformers import AutoImageProcessor
 
+    name = resolve_model_name(name_or_path)
+    local = Path(name).expanduser()
+    kwargs: dict[str, Any] = {}
+    if not local.exists():
+        if required:
+            reject_local_typo(name, [BUNDLED], "image processor")
+        if not check_hub(name, "model"):
+            kwargs["local_files_only"] = True
     try:
-        return AutoImageProcessor.from_pretrained(resolve_model_name(name_or_path))
-    except (OSError, ValueError, KeyError):
+        return AutoImageProcessor.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        if required:
+            raise InvalidInputError(
+                f"could not load an image processor from {name_or_path!r} ({exc}); pass a folder holding "
+                "preprocessor_config.json, or the Hub id of a model whose preprocessing matches yours"
+            ) from exc
         return None

@@ -1,8 +1,9 @@
 """``PlasticityReport``: the measured statistics and everything a ranking, a figure or a model card needs.
 
 The report keeps the mergeable sums (count, sum, sum of squares per layer and component) rather than
-only means, so reports of shards measured by several processes merge exactly. It knows nothing of PEFT
-or model cards; they read it.
+only means, so reports of shards measured by several processes merge exactly; beside them, the paper's
+theoretical upper bounds and the embedding statistics they need (radius, token spread). It knows nothing
+of PEFT or model cards; they read it. Figures live in :mod:`.plots`, tables in :mod:`.tables`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from .bounds import WeightBounds
 from .components import COMPONENTS
-from .errors import ReportFormatError, UnknownComponentError
-from .io import atomic_write, atomic_write_text
+from .errors import InvalidInputError, LegacyReportWarning, ReportFormatError, UnknownComponentError
+from .io import atomic_write_text
 from .stats import mean_std
 
 if TYPE_CHECKING:
@@ -32,17 +35,24 @@ if TYPE_CHECKING:
     from .stats import RateStats
 
 SCHEMA = "hf_plasticity.report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``ffn_fc1`` is the linear map alone (the paper's); bounds and embedding statistics are stored.
+1: ``ffn_fc1`` included the MLP activation (a mistake), no bounds. Version-1 files load with a warning."""
 Z95 = 1.96
 
 
 class ComponentStat(NamedTuple):
-    """Plasticity of one component type (pooled over layers) or one (layer, component) cell."""
+    """Plasticity of one component type (pooled over layers) or one (layer, component) cell.
+
+    ``bound`` is the theoretical upper bound (for a type, its largest over layers); NaN when unknown.
+    ``std`` and ``ci95`` are NaN below two pairs.
+    """
 
     mean: float
     std: float
     ci95: float
     n: int
+    bound: float = math.nan
 
 
 @dataclass
@@ -64,6 +74,9 @@ class PlasticityReport:
     rates: np.ndarray | None = None
     created: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, Any] | None = None
+    weight_bounds: WeightBounds | None = None
+    schema_version: int = SCHEMA_VERSION
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -79,6 +92,8 @@ class PlasticityReport:
         reference_name: str | None,
         seed: int | None,
         model_info: dict[str, Any],
+        tokens: dict[str, Any] | None = None,
+        weight_bounds: WeightBounds | None = None,
     ) -> PlasticityReport:
         arrays = stats.numpy()
         return cls(
@@ -97,6 +112,8 @@ class PlasticityReport:
             rates=stats.rates(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             versions=dict(_versions()),
+            tokens=tokens,
+            weight_bounds=weight_bounds,
         )
 
     # ----------------------------------------------------------------- statistics
@@ -126,12 +143,51 @@ class PlasticityReport:
     def stat(self, component: str, layer: int | None = None) -> ComponentStat:
         """Statistics of a component type, pooled over layers, or of one layer's component."""
         ci = self._index(component)
+        if layer is not None and (
+            isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not 0 <= layer < self.num_layers
+        ):
+            raise InvalidInputError(
+                f"layer must be an int in 0..{self.num_layers - 1} (this report has {self.num_layers} layers), "
+                f"or None to pool all layers; got {layer!r}"
+            )
         if layer is None:
             n, s, sq = self.count[:, ci].sum(), self.sum[:, ci].sum(), self.sum_sq[:, ci].sum()
         else:
             n, s, sq = self.count[layer, ci], self.sum[layer, ci], self.sum_sq[layer, ci]
         mean, std = mean_std(np.array(n), np.array(s), np.array(sq))
-        return ComponentStat(float(mean), float(std), float(Z95 * std / math.sqrt(max(int(n), 1))), int(n))
+        bound = math.nan
+        if self.bounds is not None:
+            column = self.bounds[:, ci] if layer is None else self.bounds[layer, ci : ci + 1]
+            bound = float(np.nanmax(column)) if np.isfinite(column).any() else math.nan
+        return ComponentStat(float(mean), float(std), float(Z95 * std / math.sqrt(max(int(n), 1))), int(n), bound)
+
+    # ----------------------------------------------------------------- theory
+    @property
+    def radius(self) -> float:
+        """The paper's r: the mean over images of sqrt(mean over tokens of ||token||^2) at the embedding."""
+        return self._token_mean("radius_sum")
+
+    @property
+    def token_spread(self) -> float:
+        """Mean per-token standard deviation of the embedding outputs (a LayerNorm's rate ~ gain / spread)."""
+        return self._token_mean("spread_sum")
+
+    @property
+    def seq_len(self) -> int | None:
+        return None if not self.tokens else int(self.tokens["seq_len"])
+
+    @property
+    def bounds(self) -> np.ndarray | None:
+        """Theoretical upper bound per (layer, component), attention's at this data's radius; None if absent."""
+        if self.weight_bounds is None:
+            return None
+        full = self.weight_bounds.full(self.radius, self.seq_len or 0)
+        return full[:, [self.weight_bounds.components.index(c) for c in self.components]]
+
+    def _token_mean(self, key: str) -> float:
+        if not self.tokens or not self.tokens.get("images"):
+            return math.nan
+        return float(self.tokens[key]) / float(self.tokens["images"])
 
     def summary(self) -> dict[str, ComponentStat]:
         """Pooled statistics of every measured component type, in ranking order."""
@@ -173,6 +229,11 @@ class PlasticityReport:
             other.model.get("config_hash"),
         ):
             raise ValueError("cannot merge reports of different models, protocols or component sets")
+        if self.schema_version != other.schema_version:
+            raise ReportFormatError(
+                f"cannot merge a schema-{self.schema_version} report with a schema-{other.schema_version} one: "
+                "schema 1 measured ffn_fc1 with the MLP activation, schema 2 without; re-measure the older one"
+            )
         rates = None
         if self.rates is not None and other.rates is not None:
             rates = np.concatenate([self.rates, other.rates])
@@ -192,6 +253,9 @@ class PlasticityReport:
             rates=rates,
             created=self.created,
             versions=self.versions,
+            tokens=_merge_tokens(self.tokens, other.tokens),
+            weight_bounds=_same_bounds(self.weight_bounds, other.weight_bounds),
+            schema_version=self.schema_version,
         )
 
     # ----------------------------------------------------------------- serialisation
@@ -199,7 +263,7 @@ class PlasticityReport:
         """A JSON-ready dict: metadata, the sums, derived means/CIs and the ranking."""
         out: dict[str, Any] = {
             "schema": SCHEMA,
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": self.schema_version,
             "created": self.created,
             "versions": self.versions,
             "model": self.model,
@@ -211,7 +275,7 @@ class PlasticityReport:
             "num_layers": self.num_layers,
             "module_paths": self.module_paths,
             "ranking": self.ranking(),
-            "summary": {c: s._asdict() for c, s in self.summary().items()},
+            "summary": {c: {k: _json_float(v) for k, v in s._asdict().items()} for c, s in self.summary().items()},
             "stats": {
                 "count": self.count.tolist(),
                 "sum": self.sum.tolist(),
@@ -221,6 +285,19 @@ class PlasticityReport:
             "mean": _nan_to_none(self.mean),
             "ci95": _nan_to_none(self.ci95),
         }
+        if self.tokens:
+            out["tokens"] = {
+                **self.tokens,
+                "radius": _json_float(self.radius),
+                "token_spread": _json_float(self.token_spread),
+            }
+        if self.weight_bounds is not None:
+            out["bounds"] = {
+                "components": list(self.weight_bounds.components),
+                "weights": _nan_to_none(self.weight_bounds.layers),
+                "attention_heads": self.weight_bounds.heads.tolist(),
+                "upper_bounds": _nan_to_none(self.bounds),
+            }
         if self.rates is not None:
             data = np.ascontiguousarray(self.rates, dtype="<f4")
             out["rates"] = {
@@ -234,7 +311,16 @@ class PlasticityReport:
     def from_dict(cls, d: dict[str, Any]) -> PlasticityReport:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             raise ReportFormatError("not an hf_plasticity report (its 'schema' field is missing or foreign)")
+        _validate_report_dict(d)
         version = d.get("schema_version")
+        if isinstance(version, int) and version < SCHEMA_VERSION:
+            warnings.warn(
+                "this report has schema version 1: its ffn_fc1 was measured with the MLP activation (GELU) "
+                "after the linear map, while the paper's ffn_fc1, and every newer report's, is the linear map "
+                "alone; its ffn_fc1 numbers are not comparable (re-measure to compare or merge)",
+                LegacyReportWarning,
+                stacklevel=3,
+            )
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise ReportFormatError(
                 f"report schema version {version!r} is newer than this version reads ({SCHEMA_VERSION}); "
@@ -262,16 +348,28 @@ class PlasticityReport:
                 rates=rates,
                 created=d.get("created", ""),
                 versions=dict(d.get("versions", {})),
+                tokens=_tokens_from_dict(d.get("tokens")),
+                weight_bounds=_bounds_from_dict(d.get("bounds")),
+                schema_version=version,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReportFormatError(f"the report is incomplete or malformed ({type(exc).__name__}: {exc})") from exc
         shape = (report.num_layers, len(report.components))
         if any(a.shape != shape for a in (report.count, report.sum, report.sum_sq, report.excluded)):
             raise ReportFormatError(f"the report's statistics do not all have shape {shape}")
+        wb = report.weight_bounds
+        if wb is not None and (
+            wb.layers.shape != (shape[0], len(wb.components)) or not set(report.components) <= set(wb.components)
+        ):
+            raise ReportFormatError(
+                f"the report's bounds cover {wb.layers.shape} (layers, components) but its statistics {shape}; "
+                "the report is incomplete or was edited: measure again"
+            )
         return report
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        """Strict JSON (no bare NaN): undefined statistics are written as null."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the report as JSON, atomically (an existing file is replaced only by a complete one)."""
@@ -291,73 +389,16 @@ class PlasticityReport:
 
     # ----------------------------------------------------------------- presentation
     def to_markdown(self, per_layer: bool = False) -> str:
-        """A markdown table of component types by plasticity (and, optionally, of every layer)."""
-        lines = [
-            "| rank | component | plasticity | 95% CI | n |",
-            "|---:|---|---:|---:|---:|",
-        ]
-        for rank, (comp, s) in enumerate(self.summary().items(), start=1):
-            lines.append(f"| {rank} | {comp} | {s.mean:.4f} | ± {s.ci95:.4f} | {s.n} |")
-        if per_layer:
-            lines += ["", "| layer | " + " | ".join(self.components) + " |"]
-            lines.append("|---:|" + "---:|" * len(self.components))
-            mean, ci = self.mean, self.ci95
-            for layer in range(self.num_layers):
-                cells = [f"{mean[layer, c]:.4f} ± {ci[layer, c]:.4f}" for c in range(len(self.components))]
-                lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        """A markdown table of component types by plasticity, with bounds (and, optionally, every layer)."""
+        from .tables import report_markdown
+
+        return report_markdown(self, per_layer=per_layer)
 
     def plot(self, path: str | os.PathLike[str] | None = None, title: str | None = None) -> Figure:
-        """The paper's two views: rates per component type, and plasticity against depth."""
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
+        """The paper's views: rates per component type, and plasticity against depth beside its bound."""
+        from .plots import plot_report
 
-        fig = Figure(figsize=(12, 4.2), layout="constrained")
-        ax_dist, ax_depth = fig.subplots(1, 2)
-        order = self.ranking()
-        colors = {c: f"C{COMPONENTS.index(c)}" for c in order}  # one colour per component, in both views
-        if self.rates is not None and len(self.rates):
-            samples = []
-            for comp in order:
-                r = self.rates[:, :, self.components.index(comp)].ravel()
-                samples.append(r[np.isfinite(r)])
-            boxes = ax_dist.boxplot(samples, showfliers=False, patch_artist=True, medianprops={"color": "black"})
-            for patch, comp in zip(boxes["boxes"], order, strict=True):
-                patch.set(facecolor=colors[comp], alpha=0.6)
-            ax_dist.set_xticks(range(1, len(order) + 1), order)
-            ax_dist.set_title("Rates of change per component type (all layers)")
-        else:
-            stats = [self.stat(c) for c in order]
-            ax_dist.bar(
-                order,
-                [s.mean for s in stats],
-                yerr=[s.ci95 for s in stats],
-                capsize=4,
-                color=[colors[c] for c in order],
-            )
-            ax_dist.set_title("Plasticity per component type (mean, 95% CI)")
-        ax_dist.set_ylabel("||f(x) - f(y)|| / ||x - y||")
-        depth = np.arange(self.num_layers)
-        mean, ci = self.mean, self.ci95
-        for comp in order:
-            c = self.components.index(comp)
-            ax_depth.plot(depth, mean[:, c], marker="o", ms=3, label=comp, color=colors[comp])
-            ax_depth.fill_between(depth, mean[:, c] - ci[:, c], mean[:, c] + ci[:, c], alpha=0.25, color=colors[comp])
-        ax_depth.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_depth.set_xlabel("layer")
-        ax_depth.set_ylabel("plasticity")
-        ax_depth.set_title("Plasticity against depth (95% CI)")
-        ax_depth.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        finite = mean[np.isfinite(mean) & (mean > 0)]
-        if finite.size and finite.max() / finite.min() > 30:  # components a decade or more apart
-            ax_dist.set_yscale("log")
-            ax_depth.set_yscale("log")
-        name = self.model.get("model_id") or self.model.get("architecture", "model")
-        fig.suptitle(title or f"{name} — {self.protocol} protocol, {self.num_pairs} pairs")
-        if path is not None:
-            suffix = Path(path).suffix.lstrip(".") or "png"
-            atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120))
-        return fig
+        return plot_report(self, path, title)
 
     def __repr__(self) -> str:
         ranking = " > ".join(self.ranking())
@@ -413,3 +454,116 @@ def _finite(x: float) -> float:
 
 def _nan_to_none(a: np.ndarray) -> list[list[float | None]]:
     return [[None if not math.isfinite(v) else float(v) for v in row] for row in a.tolist()]
+
+
+def _json_float(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _merge_tokens(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not a or not b:
+        return None
+    return {
+        "images": a["images"] + b["images"],
+        "radius_sum": a["radius_sum"] + b["radius_sum"],
+        "spread_sum": a["spread_sum"] + b["spread_sum"],
+        "seq_len": a["seq_len"],
+    }
+
+
+def _same_bounds(a: WeightBounds | None, b: WeightBounds | None) -> WeightBounds | None:
+    """Shards of one model have the same weights, hence the same bounds; different ones are a mistake."""
+    if a is None or b is None:
+        return None
+    if a.components != b.components or not (
+        np.allclose(a.layers, b.layers, rtol=1e-6, equal_nan=True) and np.allclose(a.heads, b.heads, rtol=1e-6)
+    ):
+        raise ValueError("cannot merge reports of models with different weights (their theoretical bounds differ)")
+    return a
+
+
+def _tokens_from_dict(d: Any) -> dict[str, Any] | None:
+    if not d:
+        return None
+    return {k: d[k] for k in ("images", "radius_sum", "spread_sum", "seq_len")}
+
+
+def _bounds_from_dict(d: Any) -> WeightBounds | None:
+    if not d:
+        return None
+    layers = np.array([[np.nan if v is None else v for v in row] for row in d["weights"]], dtype=np.float64)
+    heads = np.asarray(d["attention_heads"], dtype=np.float64).reshape(layers.shape[0], -1, 2)
+    return WeightBounds(tuple(d["components"]), layers, heads)
+
+
+def _validate_report_dict(d: dict[str, Any]) -> None:
+    """Reject a report dict whose parts disagree, so a bad file fails on load, not later in ranking() or plot()."""
+    version = d.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ReportFormatError(
+            f"the report's 'schema_version' field is missing or corrupt (got {version!r}); the file was not "
+            "written by PlasticityReport.save() or was edited: measure again to get a valid report"
+        )
+    if version > SCHEMA_VERSION:
+        return  # from_dict says to upgrade: a newer layout is not ours to judge
+    fix = "the report is incomplete or was edited: measure again"
+    components = d.get("components")
+    if not isinstance(components, list) or not components or not all(isinstance(c, str) for c in components):
+        raise ReportFormatError(f"the report's 'components' must be a non-empty list of names; {fix}")
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown:
+        raise ReportFormatError(
+            f"the report names unknown component(s) {unknown}; known components are {list(COMPONENTS)}; {fix}"
+        )
+    if len(set(components)) != len(components):
+        raise ReportFormatError(f"the report lists a component twice ({components}); {fix}")
+    stats = d.get("stats")
+    if not isinstance(stats, dict):
+        raise ReportFormatError(f"the report has no 'stats' section; {fix}")
+    arrays = {}
+    for key in ("count", "sum", "sum_sq", "excluded"):
+        try:
+            arrays[key] = np.asarray(stats[key], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReportFormatError(f"the report's stats.{key} is missing or not a numeric table; {fix}") from exc
+    shape = arrays["count"].shape
+    if len(shape) != 2 or shape[1] != len(components) or shape[0] < 1:
+        raise ReportFormatError(
+            f"the report's stats.count has shape {shape}; expected (layers, {len(components)}) for its "
+            f"{len(components)} components; {fix}"
+        )
+    for key, a in arrays.items():
+        if a.shape != shape:
+            raise ReportFormatError(f"the report's stats.{key} has shape {a.shape}, stats.count {shape}; {fix}")
+    for key in ("count", "excluded"):
+        a = arrays[key]
+        if not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a != np.round(a)):
+            raise ReportFormatError(f"the report's stats.{key} must hold counts (integers >= 0); {fix}")
+    if np.any(arrays["sum_sq"] < 0):
+        raise ReportFormatError(f"the report's stats.sum_sq holds negative sums of squares; {fix}")
+    num_pairs = d.get("num_pairs")
+    if isinstance(num_pairs, bool) or not isinstance(num_pairs, int) or num_pairs < 0:
+        raise ReportFormatError(f"the report's 'num_pairs' must be an integer >= 0; got {num_pairs!r}; {fix}")
+    paths = d.get("module_paths")
+    if not isinstance(paths, dict) or set(paths) != set(components):
+        have = sorted(paths) if isinstance(paths, dict) else paths
+        raise ReportFormatError(
+            f"the report's 'module_paths' must give the modules of each component {components}; got {have!r}; {fix}"
+        )
+    for comp, modules in paths.items():
+        if not isinstance(modules, list) or len(modules) != shape[0] or not all(isinstance(m, str) for m in modules):
+            raise ReportFormatError(
+                f"the report's module_paths[{comp!r}] must list one module name per layer ({shape[0]}); {fix}"
+            )
+    rates = d.get("rates")
+    if rates:
+        try:
+            rshape = [int(n) for n in rates["shape"]]
+            nbytes = len(base64.b64decode(rates["base64"], validate=True))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReportFormatError(f"the report's 'rates' section is corrupt ({exc}); {fix}") from exc
+        if len(rshape) != 3 or tuple(rshape[1:]) != shape or nbytes != 4 * math.prod(rshape):
+            raise ReportFormatError(
+                f"the report's rates have shape {rshape} ({nbytes} bytes); expected (pairs, {shape[0]}, "
+                f"{shape[1]}) float32 values; {fix}"
+            )

@@ -72,9 +72,47 @@ class RateStats:
 
 
 def mean_std(count: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample standard deviation (ddof=1) from sums; NaN mean where nothing was counted."""
+    """Mean and sample standard deviation (ddof=1) from sums; NaN where too few were counted (0, or 1 for std)."""
     count = np.asarray(count, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        var = np.where(count > 1, (total_sq - count * mean * mean) / np.maximum(count - 1, 1), 0.0)
-    return mean, np.sqrt(np.clip(var, 0.0, None))
+        var = np.where(count > 1, (total_sq - count * mean * mean) / np.maximum(count - 1, 1), np.nan)
+    return mean, np.sqrt(np.where(np.isnan(var), np.nan, np.clip(var, 0.0, None)))
+
+
+@dataclass
+class TokenStats:
+    """Sums over measured images of the two embedding-output quantities the theory reads.
+
+    Per image, with tokens z_1..z_n of width d: the radius sqrt(mean_t ||z_t||^2) (the paper's r, which
+    enters the attention bound) and the token spread mean_t std(z_t) (a LayerNorm's rate of change scales
+    like gain / spread). Kept as sums, so shards merge by addition like :class:`RateStats`.
+    """
+
+    images: torch.Tensor
+    radius_sum: torch.Tensor
+    spread_sum: torch.Tensor
+    seq_len: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> TokenStats:
+        def z() -> torch.Tensor:
+            return torch.zeros((), dtype=torch.float64, device=device)
+
+        return cls(z(), z(), z())
+
+    def update(self, tokens: torch.Tensor) -> None:
+        """Add the embedding outputs (images, tokens, width) of one batch."""
+        t = tokens.float()
+        self.images += t.shape[0]
+        self.radius_sum += t.square().sum(-1).mean(-1).sqrt().sum().double()
+        self.spread_sum += t.std(-1, correction=0).mean(-1).sum().double()
+        self.seq_len = int(t.shape[1])
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "images": int(self.images.item()),
+            "radius_sum": float(self.radius_sum.item()),
+            "spread_sum": float(self.spread_sum.item()),
+            "seq_len": self.seq_len,
+        }

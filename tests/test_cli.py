@@ -54,6 +54,15 @@ def test_measure_in_situ_subset_and_show(checkpoint: Path, tmp_path: Path, capsy
     assert "in_situ" in shown and "| layer | mha | ffn_fc1 |" in shown
 
 
+def test_image_processor_option_for_a_checkpoint_without_one(checkpoint: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    TINY_MODELS["vit"]().save_pretrained(bare)  # no preprocessor_config.json: images cannot be decoded alone
+    out = tmp_path / "report.json"
+    argv = ["measure", "--model", str(bare), "--data", "digits", "--num-pairs", "8", "--out", str(out)]
+    assert main([*argv, "--image-processor", str(checkpoint), "--no-progress"]) == 0
+    assert PlasticityReport.load(out).num_pairs == 8
+
+
 def test_list(capsys) -> None:
     assert main(["list"]) == 0
     printed = capsys.readouterr().out

@@ -219,6 +219,7 @@ def test_named_dataset_hub_path_normalises_columns(monkeypatch: pytest.MonkeyPat
         return datasets.Dataset.from_dict({"img": images, "fine_label": [0, 1]}, features=features)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr("hf_plasticity.data.loaders.check_hub", lambda repo_id, repo_type: True)  # no network
     ds = load_named_dataset("someone/cifar-like")
     assert calls == [("someone/cifar-like", "test")]
     assert set(ds.column_names) == {"image", "label"}
@@ -232,6 +233,7 @@ def test_named_dataset_hub_failure_is_missing_data(monkeypatch: pytest.MonkeyPat
         raise datasets.exceptions.DatasetNotFoundError(f"Dataset '{name}' doesn't exist on the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", not_found)
+    monkeypatch.setattr("hf_plasticity.data.loaders.check_hub", lambda repo_id, repo_type: True)  # no network
     with pytest.raises(MissingDataError, match="fashion-mnist-sample"):
         load_named_dataset("nobody/nothing")
 

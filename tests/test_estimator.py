@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import datasets
 import numpy as np
 import pytest
@@ -15,7 +17,9 @@ from hf_plasticity import (
     COMPONENTS,
     EmptyDataError,
     InvalidInputError,
+    NonFiniteError,
     NotEnoughPairsError,
+    SmallSampleWarning,
     UnknownComponentError,
     UnsupportedModelError,
     measure_plasticity,
@@ -34,36 +38,54 @@ def frob(t: torch.Tensor) -> float:
     return float(torch.linalg.norm(t.reshape(-1).double()))
 
 
+# The paper's five components, by module path inside one block (../shared/paper-notes.md, section 1),
+# written out here rather than read from the registry under test: ffn_fc1 is the linear map ALONE.
+PAPER_BLOCKS = {
+    "vit": ("layers", ("layernorm_before", "attention", "layernorm_after", "mlp.fc1", "mlp.fc2")),
+    "deit": ("layers", ("layernorm_before", "attention", "layernorm_after", "mlp.fc1", "mlp.fc2")),
+    "dinov2": ("encoder.layer", ("norm1", "attention", "norm2", "mlp.fc1", "mlp.fc2")),
+}
+
+
+def paper_modules(model: nn.Module) -> tuple[nn.Module, list[list[nn.Module]]]:
+    """The embedding and, per layer, the five component modules in COMPONENTS order."""
+    base = model.base_model
+    layers_path, names = PAPER_BLOCKS[model.config.model_type]
+    blocks = base.get_submodule(layers_path)
+    return base.embeddings, [[block.get_submodule(n) for n in names] for block in blocks]
+
+
+def call(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    out = module(z)
+    return out[0] if isinstance(out, tuple) else out
+
+
 def brute_force_shared(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Per pair, per layer, per component: every component applied to the pair's embedding outputs."""
-    rc = resolve_components(model)
-    out = np.zeros((len(x), rc.num_layers, len(COMPONENTS)))
+    """Per pair, per layer, per component: ||f(z_x) - f(z_y)|| / ||z_x - z_y||, one pair at a time.
+
+    Every component receives the pair's embedding outputs; ffn_fc2 (4E inputs) receives them zero-padded.
+    """
+    embeddings, layers = paper_modules(model)
+    out = np.zeros((len(x), len(layers), len(COMPONENTS)))
     with torch.no_grad():
         for i in range(len(x)):
-            zx = rc.embeddings()(x[i : i + 1])
-            zy = rc.embeddings()(y[i : i + 1])
-            for layer in range(rc.num_layers):
-                for c, comp in enumerate(COMPONENTS):
-                    fx, fy = zx, zy
-                    modules = rc.chain(layer, comp)
-                    width = getattr(modules[0], "in_features", zx.shape[-1])
-                    fx, fy = F.pad(fx, (0, width - zx.shape[-1])), F.pad(fy, (0, width - zy.shape[-1]))
-                    for m in modules:
-                        fx, fy = m(fx), m(fy)
-                        fx = fx[0] if isinstance(fx, tuple) else fx
-                        fy = fy[0] if isinstance(fy, tuple) else fy
+            zx, zy = embeddings(x[i : i + 1]), embeddings(y[i : i + 1])
+            for layer, modules in enumerate(layers):
+                for c, module in enumerate(modules):
+                    width = getattr(module, "in_features", zx.shape[-1])
+                    fx = call(module, F.pad(zx, (0, width - zx.shape[-1])))
+                    fy = call(module, F.pad(zy, (0, width - zy.shape[-1])))
                     out[i, layer, c] = frob(fx - fy) / frob(zx - zy)
     return out
 
 
 def brute_force_in_situ(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """Per pair: run x and y separately, record each component's real input and output with hooks."""
-    rc = resolve_components(model)
+    _, layers = paper_modules(model)
     seen: dict[tuple[int, int, str], torch.Tensor] = {}
     handles = []
-    for layer in range(rc.num_layers):
-        for c, comp in enumerate(COMPONENTS):
-            chain = rc.chain(layer, comp)
+    for layer, modules in enumerate(layers):
+        for c, module in enumerate(modules):
 
             def pre(mod, args, kwargs, key=(layer, c)):
                 seen[(*key, "in")] = (args[0] if args else kwargs["hidden_states"]).clone()
@@ -71,16 +93,16 @@ def brute_force_in_situ(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> n
             def post(mod, args, output, key=(layer, c)):
                 seen[(*key, "out")] = (output[0] if isinstance(output, tuple) else output).clone()
 
-            handles.append(chain[0].register_forward_pre_hook(pre, with_kwargs=True))
-            handles.append(chain[-1].register_forward_hook(post))
-    out = np.zeros((len(x), rc.num_layers, len(COMPONENTS)))
+            handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(module.register_forward_hook(post))
+    out = np.zeros((len(x), len(layers), len(COMPONENTS)))
     try:
         with torch.no_grad():
             for i in range(len(x)):
                 model(pixel_values=x[i : i + 1])
                 sx = dict(seen)
                 model(pixel_values=y[i : i + 1])
-                for layer in range(rc.num_layers):
+                for layer in range(len(layers)):
                     for c in range(len(COMPONENTS)):
                         num = frob(sx[(layer, c, "out")] - seen[(layer, c, "out")])
                         out[i, layer, c] = num / frob(sx[(layer, c, "in")] - seen[(layer, c, "in")])
@@ -88,6 +110,25 @@ def brute_force_in_situ(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> n
         for h in handles:
             h.remove()
     return out
+
+
+def test_ffn_fc1_is_the_linear_map_alone(tiny_vit: nn.Module) -> None:
+    """Pair by pair, ffn_fc1 = ||W1 dz|| / ||dz|| (the paper), and not the rate of GELU(fc1)."""
+    x, y = pixels(6, seed=21), pixels(6, seed=22)
+    report = measure_plasticity(tiny_vit, loader(y), reference=loader(x), progress=False)
+    fc1 = COMPONENTS.index("ffn_fc1")
+    state = tiny_vit.state_dict()
+    with torch.no_grad():
+        for i in range(len(x)):
+            zx, zy = tiny_vit.vit.embeddings(x[i : i + 1]), tiny_vit.vit.embeddings(y[i : i + 1])
+            dz = (zx - zy).double()
+            for layer in range(TINY["num_hidden_layers"]):
+                w1 = state[f"vit.layers.{layer}.mlp.fc1.weight"].double()
+                b1 = state[f"vit.layers.{layer}.mlp.fc1.bias"].double()
+                linear = frob(dz @ w1.T) / frob(dz)
+                gelu = frob(F.gelu(zx.double() @ w1.T + b1) - F.gelu(zy.double() @ w1.T + b1)) / frob(dz)
+                assert report.rates[i, layer, fc1] == pytest.approx(linear, rel=1e-4)
+                assert abs(report.rates[i, layer, fc1] - gelu) > 1e-2 * gelu  # the old (wrong) definition
 
 
 @pytest.mark.parametrize("protocol", ["shared", "in_situ"])
@@ -247,3 +288,51 @@ def test_dataset_without_processor_asks_for_one(tiny_vit: nn.Module) -> None:
     ds = datasets.Dataset.from_dict({"image": [Image.new("L", (8, 8))] * 4}).cast_column("image", datasets.Image())
     with pytest.raises(InvalidInputError, match="image_processor="):
         measure_plasticity(tiny_vit, ds, progress=False)
+
+
+# ----------------------------------------------------------------------------------------- non-finite values
+@pytest.mark.parametrize("protocol", ["shared", "in_situ"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("side", ["reference", "data"])
+def test_non_finite_pixels_name_the_pair(tiny_vit: nn.Module, protocol: str, value: float, side: str) -> None:
+    x, y = pixels(8, seed=41), pixels(8, seed=42)
+    (x if side == "reference" else y)[5, 0, 3, 3] = value
+    which = "reference \\(x\\)" if side == "reference" else "downstream \\(y\\)"
+    with pytest.raises(NonFiniteError, match=rf"pair 5: the {which} image has NaN or infinite pixel"):
+        measure_plasticity(tiny_vit, loader(y), reference=loader(x), protocol=protocol, progress=False)
+
+
+@pytest.mark.parametrize("protocol", ["shared", "in_situ"])
+@pytest.mark.parametrize("comp", ["mha", "ffn_fc1", "ffn_norm"])
+def test_non_finite_weight_names_layer_component_and_weight(tiny_vit: nn.Module, protocol: str, comp: str) -> None:
+    path = resolve_components(tiny_vit).paths[comp][1]
+    module = tiny_vit.get_submodule(path)
+    param_name, param = next((n, p) for n, p in module.named_parameters() if p.ndim >= 1)
+    with torch.no_grad():
+        param.view(-1)[0] = float("nan")
+    with pytest.raises(NonFiniteError, match=rf"layer 1, component {comp}: the weight {path}\.{param_name} holds NaN"):
+        measure_plasticity(tiny_vit, pixels(8), protocol=protocol, progress=False)
+
+
+def test_all_pairs_identical_is_refused(tiny_vit: nn.Module) -> None:
+    with pytest.raises(NotEnoughPairsError, match="no pair had a non-zero distance"):
+        measure_plasticity(tiny_vit, torch.ones(8, 3, IMAGE_SIZE, IMAGE_SIZE), progress=False)
+
+
+def test_one_pair_warns_and_reports_no_interval(tiny_vit: nn.Module, tmp_path) -> None:
+    with pytest.warns(SmallSampleWarning, match="at least 2"):
+        report = measure_plasticity(tiny_vit, pixels(2), progress=False)
+    assert np.isnan(report.ci95).all() and np.isnan(report.stat("mha", layer=0).ci95)
+    rows = report.to_markdown(per_layer=True).split("| layer |")[1].splitlines()[2:]
+    assert all(row.count("± n/a") == 5 for row in rows) and not any("± 0.0000" in row for row in rows)
+    json.loads(report.save(tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.parametrize(
+    ("device", "match"),
+    [("cuda", r"no cuda device .*device='cpu'"), ("cuda:0", r"no cuda device"), ("tpu", r"not a torch device")],
+)
+def test_unavailable_or_unknown_device(tiny_vit: nn.Module, device: str, match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        measure_plasticity(tiny_vit, pixels(4), device=device, progress=False)

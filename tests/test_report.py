@@ -75,10 +75,12 @@ def test_markdown_table(report: PlasticityReport) -> None:
     lines = md.splitlines()
     assert lines[0].startswith("| rank | component | plasticity")
     assert lines[2].startswith(f"| 1 | {report.ranking()[0]} |")
-    layer_rows = lines[lines.index("") + 3 :]
+    header = next(i for i, line in enumerate(lines) if line.startswith("| layer |"))
+    layer_rows = lines[header + 2 :]
     assert [row.split(" | ")[0] for row in layer_rows] == ["| 0", "| 1"]
     assert all(row.count("±") == len(report.components) for row in layer_rows)
-    assert "±" in md
+    assert all(row.count("(≤ ") == len(report.components) for row in layer_rows)  # each cell beside its bound
+    assert f"radius r = {report.radius:.4g}" in md and f"token spread = {report.token_spread:.4g}" in md
 
 
 def test_plot_writes_both_views(report: PlasticityReport, tmp_path: Path) -> None:
@@ -86,7 +88,9 @@ def test_plot_writes_both_views(report: PlasticityReport, tmp_path: Path) -> Non
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     dist, depth = fig.axes
     assert [t.get_text() for t in dist.get_xticklabels()] == report.ranking()
-    assert len(depth.get_lines()) == len(report.components)
+    labels = [line.get_label() for line in depth.get_lines()]
+    assert labels == [x for c in report.ranking() for x in (c, f"{c} bound")]  # each curve beside its bound
+    assert depth.get_yscale() == "log"
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
 
 

@@ -20,6 +20,7 @@ import datasets
 import numpy as np
 
 from hf_plasticity.errors import EmptyDataError, InvalidInputError, MissingDataError
+from hf_plasticity.lookup import check_hub, reject_local_typo
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -393,6 +394,8 @@ def load_named_dataset(name_or_path: str, split: str | None = None) -> datasets.
             )
         else:
             where = f"hub:{key}"
+            reject_local_typo(key, available_datasets(), "data set")  # a typo never waits on the network
+            check_hub(key, "dataset")  # an unreachable Hub fails in seconds, not after a minute of retries
             try:
                 dataset = datasets.load_dataset(key, split=split or "test")
             except (datasets.exceptions.DatasetNotFoundError, ConnectionError) as exc:

@@ -8,8 +8,10 @@ in the order they yield.
 
 from __future__ import annotations
 
+import io
+import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +48,9 @@ class _Indexable:
             if self.image_column != "pixel_values" and processor is None:
                 raise InvalidInputError(
                     f"the {role} data set has images in column {self.image_column!r} but no image processor "
-                    "was given and none could be loaded for the model; pass image_processor="
-                    "AutoImageProcessor.from_pretrained(<model id>)"
+                    "was given and the model ships none (no preprocessor_config.json); on the command line "
+                    "pass --image-processor NAME_OR_PATH (a Hub id or a folder with preprocessor_config.json), "
+                    "in Python image_processor=AutoImageProcessor.from_pretrained(NAME_OR_PATH)"
                 )
 
     def __len__(self) -> int:
@@ -56,13 +59,83 @@ class _Indexable:
     def fetch(self, index: torch.Tensor) -> torch.Tensor:
         if isinstance(self.obj, torch.Tensor):
             return self.obj[index]
-        rows = self.obj[index.tolist()]
+        try:
+            rows = self.obj[index.tolist()]
+        except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for a corrupt or truncated image
+            raise self._unreadable(index.tolist(), exc) from exc
         column = rows[self.image_column]
         if self.image_column == "pixel_values":
             return torch.as_tensor(np.asarray(column), dtype=torch.float32)
         mode = "RGB" if self.num_channels == 3 else "L" if self.num_channels == 1 else None
         images = [_to_pil(im, mode) for im in column]
         return self.processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def _unreadable(self, rows: list[int], exc: BaseException) -> InvalidInputError:
+        """Name the image file that failed to decode, so the user can delete or replace it."""
+        import datasets
+        from PIL import Image
+
+        column = self.image_column
+        feature = self.obj.features.get(column) if column else None
+        if isinstance(feature, datasets.Image):
+            raw = self.obj.cast_column(column, datasets.Image(decode=False))
+            for row in rows:
+                item = raw[row][column] or {}
+                try:
+                    if item.get("bytes"):
+                        Image.open(io.BytesIO(item["bytes"])).load()
+                    elif item.get("path"):
+                        Image.open(item["path"]).load()
+                except (OSError, ValueError, SyntaxError) as inner:
+                    where = item.get("path") or f"row {row}"
+                    return InvalidInputError(
+                        f"the {self.role} data holds an image that cannot be decoded: {where} ({inner}); "
+                        "delete or replace that file (or filter the row out of the data set) and run again"
+                    )
+        return InvalidInputError(
+            f"the {self.role} data holds an image that cannot be decoded (one of rows {rows[0]}..{rows[-1]}: "
+            f"{exc}); find and remove it, e.g. with dataset.filter(...), and run again"
+        )
+
+
+def check_arguments(*, num_pairs: Any, batch_size: Any, seed: Any) -> None:
+    """Reject argument types early: a float or None slips through Python until torch fails obscurely."""
+    for name, value, allow_none in (("num_pairs", num_pairs, True), ("batch_size", batch_size, False)):
+        if value is None and allow_none:
+            continue
+        if not _is_int(value):
+            raise InvalidInputError(
+                f"{name} must be an int{' or None' if allow_none else ''}; got {type(value).__name__} {value!r}"
+                + (f" (pass {name}={int(value)})" if isinstance(value, float) and value.is_integer() else "")
+            )
+        if value < 1:
+            raise InvalidInputError(f"{name} must be a positive int; got {value!r}")
+    if not _is_int(seed):
+        raise InvalidInputError(
+            f"seed must be an int (it seeds the choice of pairs, so results are reproducible); got "
+            f"{type(seed).__name__} {seed!r}; pass e.g. seed=0"
+        )
+
+
+def check_source(obj: Any, role: str, argument: str) -> None:
+    """Catch data passed in a form we cannot measure, with the call that turns it into one we can."""
+    if isinstance(obj, str | os.PathLike):
+        raise InvalidInputError(
+            f"{argument}={str(obj)!r} is a name, not data; load it first: {argument}="
+            f"hf_plasticity.data.loaders.load_named_dataset({str(obj)!r}) (a bundled name, a local folder or a "
+            "Hub id)"
+        )
+    if isinstance(obj, Mapping) or (hasattr(obj, "keys") and not is_hf_dataset(obj)):
+        keys = list(obj.keys())
+        hint = f"{argument}={argument}['pixel_values']" if "pixel_values" in keys else "the pixel tensor itself"
+        raise InvalidInputError(
+            f"the {role} data is a dict (keys: {keys}); pass {hint} (shape (N, C, H, W)), a datasets.Dataset, "
+            "or a DataLoader yielding such dicts"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def make_pair_batches(
@@ -78,10 +151,10 @@ def make_pair_batches(
     reference_name: str | None = None,
 ) -> PairBatches:
     """Plan the pairs and return the batches that realise them (nothing is loaded yet)."""
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size}")
-    if num_pairs is not None and num_pairs < 1:
-        raise InvalidInputError(f"num_pairs must be a positive integer or None, got {num_pairs}")
+    check_arguments(num_pairs=num_pairs, batch_size=batch_size, seed=seed)
+    check_source(data, "downstream", "data")
+    if reference is not None:
+        check_source(reference, "reference", "reference")
     names = (
         data_name or describe(data),
         None if reference is None else reference_name or describe(reference),
@@ -96,6 +169,11 @@ def make_pair_batches(
     else:
         available = min(len(src), len(ref))
         why = f"{len(ref)} reference and {len(src)} downstream examples make {available} pairs"
+    if available == 0:
+        raise NotEnoughPairsError(
+            f"the downstream data holds {len(src)} example; pairs drawn within the data need at least 2 "
+            "examples: pass more data, or a reference data set supplying the other image of each pair"
+        )
     if num_pairs is None:
         num_pairs = min(available, DEFAULT_MAX_PAIRS)
     if num_pairs < 1 or num_pairs > available:

@@ -96,11 +96,19 @@ class PlasticityConfig(PeftConfig):
         default=None,
         metadata={"help": "Module names the tuner wraps (filled in from selected_modules; LoRA: their linears)."},
     )
+    base_model_shape: dict[str, int] | None = field(
+        default=None,
+        metadata={
+            "help": "Depth and width of the model the adapter was made for (filled in; loading onto a model of "
+            "another shape raises AdapterLoadError)."
+        },
+    )
 
     def __post_init__(self) -> None:
         ensure_peft_type()
         super().__post_init__()
         self.peft_type = PLASTICITY
+        self._check_types()
         rules = [name for name in RULES if getattr(self, name) is not None]
         if len(rules) > 1:
             raise InvalidInputError(f"choose one selection rule, got {rules}; set only one of {list(RULES)}")
@@ -121,10 +129,43 @@ class PlasticityConfig(PeftConfig):
             self.layers = sorted(set(self.layers))
         if self.mode not in ("full", "lora"):
             raise InvalidInputError(f"mode={self.mode!r}; choose 'full' or 'lora'")
-        if self.mode == "lora" and self.r < 1:
-            raise InvalidInputError(f"r={self.r} must be a positive LoRA rank")
+        report = self.scores if isinstance(self.scores, PlasticityReport) else None
+        if isinstance(self.scores, str | os.PathLike):
+            report = PlasticityReport.load(self.scores)
         self.scores, source = _normalise_scores(self.scores)
         self.score_source = self.score_source or source
+        # The measured report itself, not a dataclass field (so not in adapter_config.json): model cards
+        # (hf_plasticity.cards) show its intervals and figure, and save it beside the adapter.
+        self._report: PlasticityReport | None = report
+
+    def _check_types(self) -> None:
+        """Refuse values of the wrong type or range here, before torch meets them deep inside training."""
+        if self.top_k is not None and not _is_int(self.top_k):
+            raise InvalidInputError(f"top_k={self.top_k!r} must be an integer, e.g. top_k=2")
+        for name in ("budget", "threshold"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and math.isfinite(value)):
+                raise InvalidInputError(f"{name}={value!r} must be a finite number, e.g. {name}=0.3")
+        if self.layers is not None and (
+            not isinstance(self.layers, list | tuple) or not all(_is_int(i) for i in self.layers)
+        ):
+            raise InvalidInputError(
+                f"layers={self.layers!r} must be a list of layer indices, e.g. layers=[{self.layers!r}]"
+            )
+        if not _is_int(self.r) or self.r < 1:
+            raise InvalidInputError(f"r={self.r!r} must be a positive integer LoRA rank, e.g. r=8")
+        if not _is_number(self.lora_alpha) or not math.isfinite(self.lora_alpha) or self.lora_alpha <= 0:
+            raise InvalidInputError(f"lora_alpha={self.lora_alpha!r} must be a positive number, e.g. lora_alpha=8")
+        if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
+            raise InvalidInputError(
+                f"lora_dropout={self.lora_dropout!r} is a probability: pass 0 <= lora_dropout < 1, e.g. 0.1"
+            )
+        if self.modules_to_save is not None and (
+            isinstance(self.modules_to_save, str) or not all(isinstance(m, str) for m in self.modules_to_save)
+        ):
+            raise InvalidInputError(
+                f"modules_to_save={self.modules_to_save!r} must be a list of module names, e.g. ['classifier']"
+            )
 
     @classmethod
     def from_report(cls, report: PlasticityReport | str | os.PathLike[str], **kwargs: Any) -> PlasticityConfig:
@@ -177,6 +218,14 @@ def _normalise_scores(scores: Any) -> tuple[dict[str, Any], str]:
         }
         return kept, "mapping"
     if isinstance(scores, dict):
+        bad_values = {k: v for k, v in scores.items() if not (_is_number(v) and math.isfinite(v))}
+        if bad_values:
+            name, value = next(iter(bad_values.items()))
+            raise InvalidInputError(
+                f"scores[{name!r}]={value!r} is not a finite number; scores map a component type (or module path) "
+                f"to a plasticity score, e.g. {{{name!r}: 2.0}} (measure with measure_plasticity, or pass "
+                "scores=None for the paper's ranking)"
+            )
         comps = {k: float(v) for k, v in scores.items() if k in COMPONENTS}
         modules = {k: float(v) for k, v in scores.items() if k not in COMPONENTS}
         bad = [k for k in modules if "." not in k]
@@ -208,3 +257,11 @@ def _from_report(report: PlasticityReport) -> dict[str, Any]:
             "ranking": report.ranking(),
         },
     }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,9 +1,12 @@
 """``PlasticityLayer``: a selected module trained in full, either in place or as a copy beside the original.
 
 In place (the default, and the paper's method) the module's own weights are the adapter: nothing is
-duplicated, so the memory cost is that of training those weights and no more. The adapter file still holds
-only the trained modules, and merging is a no-op; what needs the original weights (disabling, unloading,
-a second adapter) raises :class:`InPlaceAdapterError` naming ``keep_original=True``.
+duplicated, so the memory cost is that of training those weights and no more. The layer is then a *view* of
+the module: it shares the module's parameter, buffer and child registries, so every parameter keeps its
+original name (``vit.layers.0.attention.q_proj.weight``) in ``named_parameters()``, in the base model's
+``state_dict()`` and in the saved adapter, and transformers' own loaders find it where they expect it.
+Merging is a no-op (recorded in ``merged_adapters``); what needs the original weights (disabling,
+unloading, a second adapter) raises :class:`InPlaceAdapterError` naming ``keep_original=True``.
 
 With ``keep_original=True`` each adapter trains its own copy and the frozen original stays as
 ``base_layer``, as PEFT's ``ModulesToSaveWrapper`` does: ``disable_adapter()`` runs the original, several
@@ -42,19 +45,23 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
     ) -> None:
         super().__init__()
         self.keep_original = keep_original
-        self.plasticity_modules = nn.ModuleDict({})
         if keep_original:
             self.base_layer = base_layer  # registered as a child; read back through the property below
+            self.plasticity_modules = nn.ModuleDict({})
         else:
-            self.plasticity_modules[adapter_name] = base_layer
+            # A view of the module: the same registries, so its parameters keep their own names everywhere. The
+            # module itself is held unregistered (under the adapter's name, for PEFT's per-adapter bookkeeping).
+            for registry in ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules"):
+                self.__dict__[registry] = base_layer.__dict__[registry]
+            self.__dict__["plasticity_modules"] = nn.ModuleDict({adapter_name: base_layer})
+        self.in_features, self.out_features = _features(base_layer)
         self._active_adapter = adapter_name
         self.merged_adapters: list[str] = []
         self.update_layer(adapter_name, inference_mode=inference_mode)
 
     @property
     def base_layer(self) -> nn.Module:
-        # In place, the trained module *is* the base layer: one module, registered once (under the adapter
-        # name, so PEFT saves, loads and trains it as the adapter's), seen by PEFT's unloading as the base.
+        # In place, the trained module *is* the base layer, seen by PEFT's unloading as the base.
         if self.keep_original:
             return self._modules["base_layer"]
         return next(iter(self.plasticity_modules.values()))
@@ -75,10 +82,11 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """Swap the adapter's trained copy in as the module; in place, the weights already are the module's."""
-        if not self.keep_original:
-            return
         adapter_names = check_adapters_to_merge(self, adapter_names)
         if not adapter_names:
+            return
+        if not self.keep_original:
+            self.merged_adapters.extend(adapter_names)  # nothing to move; recorded so get_model_status() says so
             return
         if len(adapter_names) > 1:
             raise ValueError(
@@ -93,12 +101,12 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
         self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
-        if not self.keep_original:
-            return  # merged and unmerged are the same weights: the adapter's
         if not self.merged:
             warnings.warn("already unmerged; nothing to do", stacklevel=2)
             return
         name = self.merged_adapters.pop()
+        if not self.keep_original:
+            return  # merged and unmerged are the same weights: the adapter's
         self.base_layer, self.plasticity_modules[name] = self.plasticity_modules[name], self.base_layer
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -120,3 +128,17 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
 
     def __repr__(self) -> str:
         return "plasticity." + super().__repr__()
+
+
+def _features(module: nn.Module) -> tuple[int | None, int | None]:
+    """Input and output width of a selected module (PEFT tooling reads ``in_features``/``out_features``)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[-1], module.normalized_shape[-1]
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if linears:  # a block (attention, MLP): what enters its first linear, what leaves its last
+        return linears[0].in_features, linears[-1].out_features
+    weight = getattr(module, "weight", None)
+    width = weight.shape[-1] if weight is not None and weight.ndim >= 1 else None
+    return width, width

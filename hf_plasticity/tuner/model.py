@@ -7,16 +7,25 @@ adapter rebuilds exactly the same modules without needing the report.
 
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Any, ClassVar
 
+import torch
 from peft import LoraConfig
 from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraLayer
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_target_module_exists
+from peft.tuners.tuners_utils import (
+    BaseTuner,
+    BaseTunerLayer,
+    _filter_state_dict_by_key_prefixes,
+    _get_tuner_state_dict_key_prefixes,
+    check_target_module_exists,
+)
 from torch import nn
 
 from ..components import resolve_components
-from ..errors import InvalidInputError
+from ..errors import AdapterLoadError, InvalidInputError
 from .config import PlasticityConfig
 from .layer import PlasticityLayer, in_place_error
 from .selection import lora_targets, select_modules
@@ -38,11 +47,73 @@ class PlasticityModel(BaseTuner):
     prefix: str = "plasticity_"
     tuner_layer_cls = BaseTunerLayer  # PlasticityLayer, and PEFT's own LoRA layers in mode="lora"
     target_module_mapping: ClassVar[dict[str, list[str]]] = {}
+    _container: ClassVar[str] = PlasticityLayer.adapter_layer_names[0]
 
-    def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
-        """Resolve the selection on the live model (first adapter or ``add_adapter``), then let PEFT inject."""
+    def __init__(self, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+        super().__init__(model, *args, **kwargs)
+        # PEFT loads adapters with load_state_dict(strict=False), which stops at torch's bare size mismatch; this
+        # hook names both shapes and the fix first (after PEFT dropped what ignore_mismatched_sizes=True drops).
+        self.register_load_state_dict_pre_hook(_check_shapes)
+
+    def inject_adapter(
+        self, model: nn.Module, adapter_name: str, *args: Any, state_dict: dict | None = None, **kwargs: Any
+    ) -> None:
+        """Resolve the selection on the live model (first adapter or ``add_adapter``), then let PEFT inject.
+
+        Given a ``state_dict`` (PEFT's ``inject_adapter_in_model(config, model, state_dict=...)``), the modules to
+        wrap are read from its keys, in all three of this method's key layouts (PEFT's own reading looks for the
+        method prefix only, which LoRA and in-place keys do not carry).
+        """
         self._resolve_targets(model, adapter_name)
-        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        if state_dict is not None:
+            state_dict = {f"{m}.{self.prefix}": None for m in _modules_in_state_dict(model, state_dict)}
+        super().inject_adapter(model, adapter_name, *args, state_dict=state_dict, **kwargs)
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """``...plasticity_modules.<adapter>.q_proj.weight`` saves as ``...plasticity_modules.q_proj.weight``.
+
+        PEFT's default removes the name only where LoRA puts it (second to last); ours sits right after the
+        container, so saved files never depend on the adapter name. In-place keys carry no name at all.
+        """
+        marker = f".{cls._container}.{adapter_name}."
+        if marker in key:
+            head, _, tail = key.rpartition(marker)
+            return f"{head}.{cls._container}.{tail}"
+        return super()._remove_adapter_name_from_key(key, adapter_name)
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(
+        cls, model: nn.Module, config: PlasticityConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """PEFT's remapping, plus: a full-mode file loads whether it was saved in place or beside a kept original,
+        and a file of the first format (adapter name in the key) still loads, under any name. Warns about adapter
+        keys the file lacks where PEFT's own warning cannot see them (LoRA and in-place keys lack its prefix)."""
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        model_keys = model.state_dict().keys()
+        aliases: dict[str, str] = {}
+        for name, module in model.named_modules():
+            if not isinstance(module, PlasticityLayer) or adapter_name not in module.plasticity_modules:
+                continue
+            for key in module.plasticity_modules[adapter_name].state_dict():
+                own = f"{name}.{cls._container}.{adapter_name}.{key}" if module.keep_original else f"{name}.{key}"
+                for saved in (f"{name}.{key}", f"{name}.{cls._container}.{key}"):
+                    aliases[saved] = own
+                    aliases["base_model.model." + saved] = own
+        legacy = re.compile(rf"^(.*\.{cls._container})\.[^.]+\.(.*)$")
+        out: dict[str, torch.Tensor] = {}
+        for key, value in remapped.items():
+            if key not in model_keys:
+                match = legacy.match(key)
+                key = aliases.get(key) or (match and aliases.get(f"{match[1]}.{match[2]}")) or key
+            out[key] = value
+        expected = _filter_state_dict_by_key_prefixes(
+            dict.fromkeys(model_keys), _get_tuner_state_dict_key_prefixes(model, adapter_name=adapter_name)
+        )
+        unseen = [k for k in expected if k not in out and not (cls.prefix in k and adapter_name in k)]
+        if unseen:  # PEFT's wording, so tools that look for it find it
+            warnings.warn(f"Found missing adapter keys while loading the checkpoint: {unseen}.", stacklevel=2)
+        return out
 
     def _resolve_targets(self, model: nn.Module, adapter_name: str) -> None:
         config: PlasticityConfig = self.peft_config[adapter_name]
@@ -56,18 +127,27 @@ class PlasticityModel(BaseTuner):
                 f"this model already has a mode={modes.pop()!r} plasticity adapter; adapters of mode 'full' and "
                 "'lora' cannot share a module — use the same mode for every adapter on this model"
             )
+        shape = model_shape(model)
         if config.selected_modules is None:
             selection = select_modules(model, config)
             config.selected_modules = selection.modules
             if config.modules_to_save is None:
                 config.modules_to_save = selection.heads
+            config.base_model_shape = shape
         else:
             names = dict(model.named_modules())
             missing = [m for m in config.selected_modules if m not in names]
             if missing:
-                raise InvalidInputError(
+                raise AdapterLoadError(
                     f"this adapter trains {missing[:3]}, which the model does not have; load it on the base model "
                     f"it was trained from ({config.base_model_name_or_path or 'see adapter_config.json'})"
+                )
+            saved = {k: v for k, v in (config.base_model_shape or {}).items() if k in shape}
+            if saved and any(shape[k] != v for k, v in saved.items()):
+                raise AdapterLoadError(
+                    f"this adapter was trained on a model with {_shape_text(saved)} but this model has "
+                    f"{_shape_text({k: shape[k] for k in saved})}; load it on the base model it was trained from "
+                    f"({config.base_model_name_or_path or 'see base_model_name_or_path in adapter_config.json'})"
                 )
         if config.mode == "lora":
             config.target_modules = lora_targets(model, config.selected_modules)
@@ -165,6 +245,56 @@ class PlasticityModel(BaseTuner):
         adapters = adapter_names or self.active_adapters
         if len(adapters) > 1 and any(self.peft_config[a].mode == "full" for a in adapters):
             raise ValueError("cannot merge several full-mode plasticity adapters: each replaces the same weights")
+
+
+def model_shape(model: nn.Module) -> dict[str, int]:
+    """What an adapter must match besides module names: depth and width (recorded in ``base_model_shape``)."""
+    shape = {"num_layers": resolve_components(model).num_layers}
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    if isinstance(hidden, int):
+        shape["hidden_size"] = hidden
+    return shape
+
+
+def _shape_text(shape: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in shape.items())
+
+
+def _modules_in_state_dict(model: nn.Module, state_dict: dict[str, Any]) -> set[str]:
+    """The modules a saved adapter wraps, from its keys: before a container/LoRA factor, else a component path."""
+    components = {path for _, _, path in resolve_components(model).iter_modules()}
+    found = set()
+    for key in state_dict:
+        key = key.removeprefix("_orig_mod.").removeprefix("base_model.model.")
+        for marker in (f".{PlasticityModel._container}.", f".{PlasticityModel._container}", ".lora_"):
+            if marker in key:
+                found.add(key.split(marker)[0])
+                break
+        else:  # in place: the deepest component module the key lies under
+            parts = key.split(".")
+            owners = [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+            found.update(next(([o] for o in owners if o in components), []))
+    return found
+
+
+def _check_shapes(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """Refuse a checkpoint whose tensors do not fit this model, naming both shapes and the fix."""
+    own = module.state_dict(prefix=prefix, keep_vars=True)
+    wrong = [
+        (k, tuple(v.shape), tuple(own[k].shape))
+        for k, v in state_dict.items()
+        if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
+    ]
+    if not wrong:
+        return
+    lines = "; ".join(f"{k.removeprefix(prefix)}: saved {s}, model {m}" for k, s, m in wrong[:4])
+    raise AdapterLoadError(
+        f"the adapter does not fit this model ({len(wrong)} tensors differ in shape: {lines}); load it on the base "
+        "model it was trained from (same hidden_size, and num_labels=<the saved head's rows> for the head, e.g. "
+        "AutoModelForImageClassification.from_pretrained(base, num_labels=...)), or pass "
+        "ignore_mismatched_sizes=True to PeftModel.from_pretrained / hf_plasticity.load_adapter to keep the base "
+        "model's own (untrained) tensors where they differ"
+    )
 
 
 def _lora_config(config: PlasticityConfig) -> LoraConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ..components import COMPONENTS, ResolvedComponents, resolve_components
@@ -31,7 +32,7 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
     """Apply the config's rule to the model; raises with the fix when nothing (sensible) is selected."""
     resolved = resolve_components(model)
     layers = _layers(config, resolved)
-    heads = resolved.head_paths() if config.modules_to_save is None else list(config.modules_to_save)
+    heads = resolved.head_paths() if config.modules_to_save is None else _check_heads(model, config, resolved)
     candidates = {path: comp for layer, comp, path in resolved.iter_modules() if layer in layers}
     scores = _module_scores(config, resolved, candidates)
     place = {p: i for i, p in enumerate(candidates)}  # ties: shallower layer first, then component order
@@ -92,20 +93,54 @@ def lora_targets(model: nn.Module, modules: list[str]) -> list[str]:
     return targets
 
 
+def base_modules(module: nn.Module) -> list[nn.Module]:
+    """The base model's own modules under ``module``: adapters already on the model (their layers' factors and
+    copies, PEFT's saved-module copies) are looked through, so a second adapter sees the model the first saw."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    if isinstance(module, BaseTunerLayer):
+        return base_modules(module.get_base_layer())
+    if isinstance(module, ModulesToSaveWrapper):
+        return base_modules(module.original_module)
+    found = [module]
+    for child in module.children():
+        found.extend(base_modules(child))
+    return found
+
+
+def base_parameter_count(module: nn.Module) -> int:
+    """Parameters the base model itself holds under ``module`` (adapters excluded; shared tensors once)."""
+    seen = {id(p): p.numel() for m in base_modules(module) for p in m.parameters(recurse=False)}
+    return sum(seen.values())
+
+
 def trainable_cost(module: nn.Module, config: PlasticityConfig) -> int:
     """Parameters that training ``module`` adds: all of them (full), or its LoRA factors (lora)."""
     if config.mode == "full":
-        return sum(p.numel() for p in module.parameters())
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        return base_parameter_count(module)
+    linears = [m for m in base_modules(module) if isinstance(m, nn.Linear)]
     if not linears:
-        return sum(p.numel() for p in module.parameters())
+        return base_parameter_count(module)
     return sum(config.r * (m.in_features + m.out_features) for m in linears)
 
 
+def _check_heads(model: nn.Module, config: PlasticityConfig, resolved: ResolvedComponents) -> list[str]:
+    """``modules_to_save`` names must match a module (as PEFT matches them: a path or its last parts)."""
+    names = [n for n, _ in model.named_modules() if n]
+    unmatched = [h for h in config.modules_to_save if not any(n == h or n.endswith("." + h) for n in names)]
+    if unmatched:
+        raise InvalidInputError(
+            f"modules_to_save={config.modules_to_save}: {unmatched} match no module of this model, so the head would "
+            f"stay frozen; this model's head is {resolved.head_paths()} (pass modules_to_save=None to train it, or [] "
+            "to train no head)"
+        )
+    return list(config.modules_to_save)
+
+
 def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], heads: list[str]) -> list[str]:
-    total = sum(p.numel() for p in model.parameters())
+    total = base_parameter_count(model)
     allowance = config.budget * total
-    head_cost = sum(p.numel() for h in heads for p in model.get_submodule(h).parameters())
+    head_cost = sum(base_parameter_count(model.get_submodule(h)) for h in heads)
     if head_cost > allowance:
         raise InvalidInputError(
             f"budget={config.budget} allows {int(allowance)} parameters but the head(s) {heads} alone have "

@@ -1,0 +1,129 @@
+"""The paper's theoretical upper bounds on each component's plasticity, from the live weights.
+
+Odonnat et al. explain their ranking with Lipschitz-type bounds (``../shared/paper-notes.md`` section 2):
+a LayerNorm's rate is at most its largest gain |gamma| (for input tokens of spread >= 1), a linear map's at
+most its spectral norm, and attention's at most
+
+    sum_h ||O_h||_2 ||V_h||_2 sqrt(3n + (12n + 3) r^4 ||Q_h K_h^T / sqrt(d_h)||_2^2)
+
+with n tokens and r the radius of the embedding outputs. Only the attention bound needs data (r, n), so
+the weight-only terms are kept per head: a report can recompute the bound after merging shards.
+
+Every norm is exact (eigenvalues of Gram matrices in float64), and the work is small: one d x d Gram
+matrix per MLP linear and d_h x d_h ones per head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .components import ResolvedComponents
+from .errors import UnsupportedModelError
+
+LAYERNORMS = ("attn_norm", "ffn_norm")
+LINEARS = ("ffn_fc1", "ffn_fc2")
+
+
+@dataclass
+class WeightBounds:
+    """The weight-only part of the bounds.
+
+    ``layers`` is (layers, components) with the LayerNorm and linear bounds, NaN for ``mha``;
+    ``heads`` is (layers, heads, 2): per head ||O_h|| ||V_h|| and ||Q_h K_h^T|| / sqrt(d_h).
+    """
+
+    components: tuple[str, ...]
+    layers: np.ndarray
+    heads: np.ndarray
+
+    def full(self, radius: float, seq_len: int) -> np.ndarray:
+        """All bounds (layers, components), attention's from the embedding radius and sequence length."""
+        out = self.layers.copy()
+        if "mha" in self.components and self.heads.size:
+            out[:, self.components.index("mha")] = attention_bound(self.heads, radius, seq_len)
+        return out
+
+
+def attention_bound(heads: np.ndarray, radius: float, seq_len: int) -> np.ndarray:
+    """The paper's per-layer attention bound from the per-head terms (layers, heads, 2)."""
+    ov, qk = heads[..., 0], heads[..., 1]
+    n = float(seq_len)
+    return (ov * np.sqrt(3 * n + (12 * n + 3) * radius**4 * qk**2)).sum(-1)
+
+
+@torch.no_grad()
+def weight_bounds(resolved: ResolvedComponents, components: tuple[str, ...]) -> WeightBounds:
+    """Bounds of every layer's components that need only weights, plus attention's per-head terms."""
+    layers = np.full((resolved.num_layers, len(components)), np.nan)
+    heads: list[np.ndarray] = []
+    for ci, comp in enumerate(components):
+        for layer in range(resolved.num_layers):
+            module = resolved.component(layer, comp)
+            if comp in LAYERNORMS:
+                layers[layer, ci] = _layernorm_gain(module)
+            elif comp in LINEARS:
+                layers[layer, ci] = spectral_norm(_weight(module, comp))
+            elif comp == "mha":
+                heads.append(_head_terms(resolved, module))
+    return WeightBounds(tuple(components), layers, np.stack(heads) if heads else np.zeros((0, 0, 2)))
+
+
+def spectral_norm(weight: torch.Tensor) -> float:
+    """Largest singular value: sqrt of the top eigenvalue of the smaller Gram matrix, in float64."""
+    w = weight.detach().float()
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    return float(torch.linalg.eigvalsh(gram.double())[-1].clamp_min(0).sqrt())
+
+
+def gram(weight: torch.Tensor) -> torch.Tensor:
+    """W^T W in float32: ||W v||^2 = v^T (W^T W) v, a d x d product instead of a d x d_out one."""
+    w = weight.detach().float()
+    return w.T @ w
+
+
+def _layernorm_gain(module: nn.Module) -> float:
+    weight = getattr(module, "weight", None)
+    if weight is None:  # elementwise_affine=False: the gain is 1
+        return 1.0
+    return float(weight.detach().abs().max())
+
+
+def _weight(module: nn.Module, comp: str) -> torch.Tensor:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+        raise UnsupportedModelError(f"{comp} module {type(module).__name__} has no 2-d weight; bounds need a linear")
+    return weight
+
+
+def _head_terms(resolved: ResolvedComponents, attention: nn.Module) -> np.ndarray:
+    """Per head: ||O_h|| ||V_h|| and ||Q_h K_h^T|| / sqrt(d_h), each from d_h x d_h Gram matrices."""
+    q_name, k_name, v_name, o_name = resolved.map.attention_projections
+    try:
+        wq, wk, wv, wo = (attention.get_submodule(n).weight.detach().float() for n in (q_name, k_name, v_name, o_name))
+    except AttributeError as exc:
+        raise UnsupportedModelError(
+            f"{type(attention).__name__} lacks the projections {resolved.map.attention_projections} that the "
+            f"{resolved.map.family!r} component map names; set ComponentMap.attention_projections"
+        ) from exc
+    config = getattr(resolved.model, "config", None)
+    num_heads = int(getattr(attention, "num_attention_heads", None) or config.num_attention_heads)
+    dh = wq.shape[0] // num_heads
+
+    def per_head_rows(w: torch.Tensor) -> torch.Tensor:  # (heads, d_h, d): row block h maps a token to head h
+        return w.reshape(num_heads, dh, w.shape[1])
+
+    q, k, v = per_head_rows(wq), per_head_rows(wk), per_head_rows(wv)
+    o = wo.reshape(wo.shape[0], num_heads, dh).permute(1, 2, 0)  # column block h of o_proj, transposed
+    gq, gk = (q @ q.transpose(1, 2)).double(), (k @ k.transpose(1, 2)).double()
+    gv, go = (v @ v.transpose(1, 2)).double(), (o @ o.transpose(1, 2)).double()
+    top = lambda g: torch.linalg.eigvalsh(g)[..., -1].clamp_min(0)  # noqa: E731
+    ov = (top(gv) * top(go)).sqrt()
+    # ||Q_h K_h^T||^2 is the top eigenvalue of Gq^(1/2) Gk Gq^(1/2) (same spectrum as Gq Gk, but symmetric)
+    evals, evecs = torch.linalg.eigh(gq)
+    root = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(1, 2)
+    qk = top(root @ gk @ root).sqrt() / dh**0.5
+    return torch.stack([ov, qk], dim=-1).cpu().numpy()

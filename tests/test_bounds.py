@@ -1,0 +1,139 @@
+"""The paper's theoretical bounds, each against a direct computation from its definition (paper notes, s.2)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hf_plasticity import COMPONENTS, PlasticityReport, measure_plasticity
+
+from .conftest import TINY, pixels
+from .test_estimator import loader, paper_modules
+
+
+def spectral(w: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(w.detach().double(), ord=2))
+
+
+def embedding_outputs(model: nn.Module, *batches: torch.Tensor) -> torch.Tensor:
+    embeddings, _ = paper_modules(model)
+    with torch.no_grad():
+        return torch.cat([embeddings(b) for b in batches]).double()
+
+
+def radius_of(z: torch.Tensor) -> float:
+    """The paper's r: mean over images of sqrt(mean over tokens of ||token||^2)."""
+    return float(z.pow(2).sum(-1).mean(-1).sqrt().mean())
+
+
+def attention_bound_of(attention: nn.Module, heads: int, r: float, n: int) -> float:
+    """sum_h ||O_h|| ||V_h|| sqrt(3n + (12n + 3) r^4 ||Q_h K_h^T / sqrt(d_h)||^2), head blocks sliced by hand."""
+    wq, wk, wv, wo = (getattr(attention, f"{p}_proj").weight.detach().double() for p in "qkvo")
+    dh = wq.shape[0] // heads
+    total = 0.0
+    for h in range(heads):
+        rows = slice(h * dh, (h + 1) * dh)
+        q, k, v = wq[rows].T, wk[rows].T, wv[rows].T  # d x d_h: token -> query, key, value of head h
+        o = wo[:, rows]  # d x d_h: the output projection's block for head h
+        qk = spectral(q @ k.T / math.sqrt(dh))
+        total += spectral(o) * spectral(v) * math.sqrt(3 * n + (12 * n + 3) * r**4 * qk**2)
+    return total
+
+
+@pytest.fixture
+def measured(any_tiny_model: nn.Module) -> tuple[nn.Module, PlasticityReport, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    for m in any_tiny_model.modules():  # gains away from 1, so max |gamma| is a real check
+        if isinstance(m, nn.LayerNorm):
+            nn.init.uniform_(m.weight, -2.0, 1.5)
+    x, y = pixels(10, seed=31), pixels(10, seed=32)
+    report = measure_plasticity(any_tiny_model, loader(y), reference=loader(x), progress=False)
+    return any_tiny_model, report, x, y
+
+
+def test_layernorm_bound_is_its_largest_absolute_gain(measured) -> None:
+    model, report, _, _ = measured
+    _, layers = paper_modules(model)
+    for layer, modules in enumerate(layers):
+        for comp in ("attn_norm", "ffn_norm"):
+            gamma = modules[COMPONENTS.index(comp)].weight
+            assert report.bounds[layer, COMPONENTS.index(comp)] == pytest.approx(float(gamma.abs().max()))
+
+
+def test_linear_bound_is_the_spectral_norm(measured) -> None:
+    model, report, _, _ = measured
+    _, layers = paper_modules(model)
+    for layer, modules in enumerate(layers):
+        for comp in ("ffn_fc1", "ffn_fc2"):
+            w = modules[COMPONENTS.index(comp)].weight
+            assert report.bounds[layer, COMPONENTS.index(comp)] == pytest.approx(spectral(w), rel=1e-6)
+
+
+def test_attention_bound_follows_the_per_head_formula(measured) -> None:
+    model, report, x, y = measured
+    z = embedding_outputs(model, x, y)
+    r, n = radius_of(z), z.shape[1]
+    assert report.radius == pytest.approx(r, rel=1e-5) and report.seq_len == n
+    _, layers = paper_modules(model)
+    for layer, modules in enumerate(layers):
+        expected = attention_bound_of(modules[COMPONENTS.index("mha")], TINY["num_attention_heads"], r, n)
+        assert report.bounds[layer, COMPONENTS.index("mha")] == pytest.approx(expected, rel=1e-5)
+
+
+def test_token_spread_is_the_mean_per_token_std(measured) -> None:
+    model, report, x, y = measured
+    z = embedding_outputs(model, x, y)
+    assert report.token_spread == pytest.approx(float(z.std(-1, correction=0).mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("protocol", ["shared", "in_situ"])
+def test_measured_rates_never_exceed_the_linear_and_attention_bounds(any_tiny_model: nn.Module, protocol: str) -> None:
+    report = measure_plasticity(any_tiny_model, pixels(30, seed=33), protocol=protocol, progress=False)
+    for comp in ("mha", "ffn_fc1", "ffn_fc2"):
+        c = COMPONENTS.index(comp)
+        assert (report.rates[:, :, c].max(0) <= report.bounds[:, c] * (1 + 1e-5)).all(), comp
+
+
+def test_layernorm_rate_tracks_gain_over_token_spread(tiny_vit: nn.Module) -> None:
+    """Scale the embedding outputs by s and a LayerNorm's gain by g: its rate moves as g / s, like g / spread."""
+    x, y = pixels(12, seed=34), pixels(12, seed=35)
+    before = measure_plasticity(tiny_vit, loader(y), reference=loader(x), progress=False)
+    emb = tiny_vit.vit.embeddings
+    with torch.no_grad():
+        s, g = 4.0, 2.5
+        for p in (emb.patch_embeddings.projection.weight, emb.patch_embeddings.projection.bias, emb.cls_token):
+            p.mul_(s)
+        emb.position_embeddings.mul_(s)
+        for layer in tiny_vit.vit.layers:
+            layer.layernorm_before.weight.mul_(g)
+    after = measure_plasticity(tiny_vit, loader(y), reference=loader(x), progress=False)
+    assert after.token_spread == pytest.approx(s * before.token_spread, rel=1e-5)
+    ln = COMPONENTS.index("attn_norm")
+    invariant = lambda r: r.mean[:, ln] * r.token_spread / r.bounds[:, ln]  # noqa: E731
+    np.testing.assert_allclose(invariant(after), invariant(before), rtol=2e-2)  # LayerNorm's eps breaks exactness
+    # and the measured rate is of the order of gain / spread (within a factor 2 on these random tokens)
+    ratio = after.mean[:, ln] / (after.bounds[:, ln] / after.token_spread)
+    assert ((ratio > 0.5) & (ratio < 2.0)).all()
+
+
+def test_bounds_survive_json_and_merging(tiny_vit: nn.Module, tmp_path) -> None:
+    x, y = pixels(12, seed=36), pixels(12, seed=37)
+    whole = measure_plasticity(tiny_vit, loader(y), reference=loader(x), progress=False)
+    a = measure_plasticity(tiny_vit, loader(y[:5]), reference=loader(x[:5]), progress=False)
+    b = measure_plasticity(tiny_vit, loader(y[5:]), reference=loader(x[5:]), progress=False)
+    merged = PlasticityReport.load(a.merge(b).save(tmp_path / "m.json"))
+    # per-batch sums are float32, so another split into batches rounds differently in the 7th digit
+    assert merged.radius == pytest.approx(whole.radius, rel=1e-6)
+    assert merged.token_spread == pytest.approx(whole.token_spread, rel=1e-6)
+    np.testing.assert_allclose(merged.bounds, whole.bounds, rtol=1e-9)
+    assert merged.stat("mha").bound == pytest.approx(float(whole.bounds[:, COMPONENTS.index("mha")].max()))
+
+
+def test_skipping_bounds(tiny_vit: nn.Module) -> None:
+    report = measure_plasticity(tiny_vit, pixels(8), bounds=False, progress=False)
+    assert report.bounds is None and math.isnan(report.stat("mha").bound)
+    assert "upper bound" not in report.to_markdown()
