@@ -169,7 +169,9 @@ def _wilcoxon_table(stats: Mapping[str, Any]) -> list[str]:
             w = tests[other]
             stat = "–" if w["statistic"] is None else f"{w['statistic']:.1f}"
             p = "–" if w["pvalue"] is None else f"{w['pvalue']:.4f}"
-            lines.append(f"| {other} | {w['n']} | {stat} | {p} | {100 * w['mean_difference']:+.2f} |")
+            diff = w["mean_difference"]
+            diff_text = "–" if diff is None or not math.isfinite(diff) else f"{100 * diff:+.2f}"
+            lines.append(f"| {other} | {w['n']} | {stat} | {p} | {diff_text} |")
         lines.append("")
     return lines
 
@@ -185,12 +187,17 @@ def _comparison_table(stats: Mapping[str, Any], tasks: list[str]) -> list[str]:
         ]
         for task in tasks:
             for name, c in per_task.get(task, {}).items():
-                lines.append(
-                    f"| {task} | {name} | {c['vs_full_points']:+.1f} | {c['vs_lora_points']:+.1f} | "
-                    f"{'yes' if c['at_least_full_minus_0.3'] else 'no'} | {'yes' if c['beats_lora'] else 'no'} |"
-                )
+                full, lora = _points(c["vs_full_points"]), _points(c["vs_lora_points"])
+                meets = "–" if full == "–" else ("yes" if c["at_least_full_minus_0.3"] else "no")
+                beats = "–" if lora == "–" else ("yes" if c["beats_lora"] else "no")
+                lines.append(f"| {task} | {name} | {full} | {lora} | {meets} | {beats} |")
         lines.append("")
     return lines
+
+
+def _points(value: float | None) -> str:
+    """A difference in accuracy points, or a dash where a baseline was not run (NaN / null)."""
+    return "–" if value is None or not math.isfinite(value) else f"{value:+.1f}"
 
 
 def _clean(obj: Any) -> Any:
