@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list supported model types, components and bundled data sets")
     ls.set_defaults(run=_run_list)
     _add_finetune(sub)
+    _add_reproduce(sub)
     return parser
 
 
@@ -334,6 +335,29 @@ def _run_finetune(args: argparse.Namespace) -> int:
         for name, path in sorted(result.files.items()):
             print(f"{name}: {path}")
     return 0
+
+
+# ----------------------------------------------------------------------------- reproduce
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from .reproduce.command import add_arguments
+
+    r = sub.add_parser(
+        "reproduce",
+        help="reproduce the paper's component-wise finetuning on real data with the bundled ViT",
+        description="Measure the bundled ViT's plasticity on each downstream task, finetune every component type "
+        "alone, full finetuning, linear probing, LoRA and the package's selections, and write the results table, "
+        "Spearman and Wilcoxon statistics and a figure.",
+    )
+    add_arguments(r)
+    r.set_defaults(run=_run_reproduce)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce.command import run_from_args
+
+    return run_from_args(args, ["hf-plasticity", "reproduce"])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,138 @@
+"""``hf-plasticity reproduce --quick``: the whole experiment end to end on tiny splits, and its outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hf_plasticity.cli import main
+from hf_plasticity.reproduce import METHODS, TASKS
+from hf_plasticity.reproduce import runner as runner_module
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("reproduce")
+    assert main(["reproduce", "--quick", "--no-progress", "--out-dir", str(out)]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def _ranks(values: list[float]) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions), as Spearman's definition uses."""
+    values = np.asarray(values, dtype=float)
+    ranks = np.empty(len(values))
+    for v in np.unique(values):
+        where = np.flatnonzero(values == v)
+        ranks[where] = np.mean([1 + np.sum(values < v) + i for i in range(len(where))])
+    return ranks
+
+
+def test_every_method_and_task_has_results(quick: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = quick
+    summary = doc["statistics"]["summary"]["sgd"]
+    assert set(summary) == set(TASKS)
+    for task in TASKS:
+        assert set(summary[task]) == set(METHODS)
+        for entry in summary[task].values():
+            assert entry["seeds"] == [0]
+            assert 0.0 <= entry["mean"] <= 1.0
+            assert entry["trainable"] > 0 and entry["s_per_step"][0] > 0
+
+
+def test_identical_selections_share_one_run(quick: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = quick
+    methods = doc["methods"]["digits"]
+    assert methods["theory"]["run_key"] == methods["mha"]["run_key"]  # theory ranks mha first
+    summary = doc["statistics"]["summary"]["sgd"]["digits"]
+    assert summary["theory"]["test_accuracy"] == summary["mha"]["test_accuracy"]
+    keys = [(r["task"], r["run_key"], r["seed"]) for r in doc["runs"]]
+    assert len(keys) == len(set(keys))
+
+
+def test_splits_are_recorded_and_disjoint(quick: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = quick
+    for task in doc["tasks"].values():
+        parts = [set(task["indices"][k]) for k in ("train", "val", "test")]
+        assert all(parts) and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert task["sizes"] == {"train": 64, "val": 32, "test": 32}
+
+
+def test_spearman_is_the_rank_correlation_of_recorded_numbers(quick: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = quick
+    task, protocol = "digits", "shared"
+    runs = [r for r in doc["runs"] if r["task"] == task and r["optimizer"] == "sgd"]
+    acc = {name: r["test_accuracy"] for r in runs for name in r["methods"]}
+    comps = ["attn_norm", "mha", "ffn_norm", "ffn_fc1", "ffn_fc2"]
+    scores = [doc["measurements"][task][protocol]["scores"][c] for c in comps]
+    gains = [acc[c] - acc["linear"] for c in comps]
+    stored = doc["statistics"]["spearman"]["sgd"][task][protocol]
+    if len(set(gains)) < 2:
+        assert stored["rho"] is None
+        return
+    rx, ry = _ranks(scores), _ranks(gains)
+    expected = float(np.corrcoef(rx, ry)[0, 1])  # Spearman = Pearson correlation of the ranks
+    assert stored["rho"] == pytest.approx(expected)
+
+
+def test_wilcoxon_statistic_is_the_positive_rank_sum(quick: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = quick
+    acc = {
+        (r["task"], name): r["test_accuracy"] for r in doc["runs"] if r["optimizer"] == "sgd" for name in r["methods"]
+    }
+    for other in ("attn_norm", "ffn_fc2"):
+        stored = doc["statistics"]["wilcoxon"]["sgd"][other]
+        assert sorted(task for task, _ in stored["pairs"]) == sorted(TASKS)
+        d = np.array([acc[t, "mha"] - acc[t, other] for t, _ in stored["pairs"]])
+        assert stored["differences"] == pytest.approx(d.tolist())
+        nonzero = d[d != 0]
+        if not nonzero.size:
+            assert stored["pvalue"] is None
+            continue
+        ranks = _ranks(list(np.abs(nonzero)))
+        assert stored["statistic"] == pytest.approx(float(ranks[nonzero > 0].sum()))
+        assert 0.0 < stored["pvalue"] <= 1.0
+
+
+def test_table_and_figure_are_written(quick: tuple[Path, dict[str, Any]]) -> None:
+    out, doc = quick
+    md = (out / "results.md").read_text()
+    for name in METHODS:
+        assert f"| {name} |" in md
+    assert "weakly pretrained" in md.lower() and "Spearman" in md and "Wilcoxon" in md
+    assert doc["command"].startswith("hf-plasticity reproduce")
+    assert doc["environment"]["versions"]["transformers"]
+    assert (out / "gain_vs_plasticity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_reuses_cached_runs(quick: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    out, doc = quick
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(runner_module, "run_job", no_training)
+    assert main(["reproduce", "--quick", "--no-progress", "--out-dir", str(out), "--tasks", "digits"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    first = [r["test_accuracy"] for r in doc["runs"] if r["task"] == "digits"]
+    assert [r["test_accuracy"] for r in again["runs"]] == first
+
+
+def test_example_script_has_help() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "reproduce_paper.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--quick" in result.stdout and "--out-dir" in result.stdout
