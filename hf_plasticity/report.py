@@ -195,6 +195,25 @@ class PlasticityReport:
         full = self.weight_bounds.full(self.radius, self.seq_len or 0)
         return full[:, [self.weight_bounds.components.index(c) for c in self.components]]
 
+    def exceeding_bounds(self) -> list[tuple[str, int, float, float]]:
+        """``(component, layer, measured, bound)`` of every cell whose mean exceeds its theoretical bound.
+
+        Only a LayerNorm can: its max-gain bound assumes input tokens of spread >= 1, and below that its rate
+        grows like gain / spread. Such a measurement says more about the embedding's scale than about which
+        component is worth training (see :class:`~hf_plasticity.tuner.PlasticityConfig`'s ``signal``).
+        """
+        bounds = self.bounds
+        if bounds is None:
+            return []
+        mean = self.mean
+        out = []
+        for ci, comp in enumerate(self.components):
+            for layer in range(self.num_layers):
+                m, b = float(mean[layer, ci]), float(bounds[layer, ci])
+                if math.isfinite(m) and math.isfinite(b) and m > b * (1 + 1e-6):
+                    out.append((comp, layer, m, b))
+        return out
+
     def _token_mean(self, key: str) -> float:
         if not self.tokens or not self.tokens.get("images"):
             return math.nan

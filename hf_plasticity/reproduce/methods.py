@@ -25,7 +25,9 @@ LORA_RANK = 16
 LORA_TARGETS = ("q_proj", "v_proj")
 
 BASELINES = ("linear", "full", "lora")
-SELECTIONS = ("theory", "shared", "in_situ", "budget", "budget_lora")
+SELECTIONS = ("theory", "shared", "in_situ", "shared_measured", "in_situ_measured", "budget", "budget_lora")
+"""The package's selections: its defaults (``shared``/``in_situ`` = ``from_report`` with ``signal='auto'``), and
+the raw measured rankings (``signal='measured'``), kept as the evidence for that default."""
 METHODS: tuple[str, ...] = ("linear", *COMPONENTS, "full", "lora", *SELECTIONS)
 
 DESCRIPTIONS: dict[str, str] = {
@@ -34,8 +36,10 @@ DESCRIPTIONS: dict[str, str] = {
     "full": "full finetuning: every parameter",
     "lora": f"PEFT LoRA r={LORA_RANK}, alpha={LORA_RANK} on {'/'.join(LORA_TARGETS)} (+ head via modules_to_save)",
     "theory": "PlasticityConfig(): the paper's theoretical ranking, top_k=1",
-    "shared": "PlasticityConfig.from_report(shared-protocol report, top_k=1)",
-    "in_situ": "PlasticityConfig.from_report(in-situ report, top_k=1)",
+    "shared": "PlasticityConfig.from_report(shared-protocol report, top_k=1) (signal='auto', the default)",
+    "in_situ": "PlasticityConfig.from_report(in-situ report, top_k=1) (signal='auto', the default)",
+    "shared_measured": "PlasticityConfig.from_report(shared-protocol report, top_k=1, signal='measured')",
+    "in_situ_measured": "PlasticityConfig.from_report(in-situ report, top_k=1, signal='measured')",
     "budget": "PlasticityConfig(budget=LoRA's trainable share): mode full, theoretical ranking",
     "budget_lora": f"PlasticityConfig(budget=LoRA's share, mode='lora', r={LORA_RANK}): theoretical ranking",
 }
@@ -156,10 +160,11 @@ def _plasticity_kwargs(name: str, reports: dict[str, PlasticityReport], budget: 
         return {"components": [name]}
     if name == "theory":
         return {}
-    if name in ("shared", "in_situ"):
-        if name not in reports:
-            raise InvalidInputError(f"method {name!r} needs a {name} report; measure it first")
-        return {"scores": reports[name], "top_k": 1}
+    protocol = name.removesuffix("_measured")
+    if protocol in ("shared", "in_situ"):
+        if protocol not in reports:
+            raise InvalidInputError(f"method {name!r} needs a {protocol} report; measure it first")
+        return {"scores": reports[protocol], "top_k": 1, **({"signal": "measured"} if name != protocol else {})}
     if name == "budget":
         return {"budget": budget}
     if name == "budget_lora":

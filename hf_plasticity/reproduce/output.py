@@ -11,7 +11,7 @@ from typing import Any
 
 from ..components import COMPONENTS
 from ..io import atomic_write_text
-from .methods import METHODS
+from .methods import METHODS, SELECTIONS
 
 SCHEMA = "hf_plasticity.reproduce"
 SCHEMA_VERSION = 1
@@ -112,7 +112,7 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
     lines += ["", "## What the selections train", "", "| task | method | trains | trainable |", "|---|---|---|---:|"]
     for task, methods in doc["methods"].items():
         for name, m in methods.items():
-            if name in ("theory", "shared", "in_situ", "budget", "budget_lora"):
+            if name in SELECTIONS:
                 entry = stats["summary"].get("sgd", {}).get(task, {}).get(name, {})
                 lines.append(f"| {task} | {name} | `{m['run_key']}` | {entry.get('trainable', '')} |")
     lines += ["", *(_spearman_table(stats, tasks)), *(_wilcoxon_table(stats)), *(_comparison_table(stats, tasks))]

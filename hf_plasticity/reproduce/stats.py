@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..components import COMPONENTS, THEORETICAL_RANKING
+from .methods import SELECTIONS
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -163,7 +164,7 @@ def mha_tests(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-SELECTION_CHECKS = ("theory", "shared", "in_situ", "budget", "budget_lora", "mha")
+SELECTION_CHECKS = (*SELECTIONS, "mha")
 
 
 def comparisons(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from ..report import PlasticityReport
 from .registration import PLASTICITY, ensure_peft_type
 
 RULES = ("top_k", "budget", "threshold", "components")
+SIGNALS = ("auto", "measured", "theory")
+"""What a report's selection ranks by: see ``PlasticityConfig.signal``."""
 
 
 @dataclass
@@ -82,6 +84,16 @@ class PlasticityConfig(PeftConfig):
     r: int = field(default=8, metadata={"help": "LoRA rank (mode='lora')."})
     lora_alpha: int = field(default=8, metadata={"help": "LoRA alpha (mode='lora')."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (mode='lora')."})
+    signal: str = field(
+        default="auto",
+        metadata={
+            "help": "What a measured report ranks by. 'auto' (default): the measured ranking, unless some "
+            "LayerNorm's measured rate exceeds its theoretical bound (embedding tokens of spread < 1: the "
+            "measurement is dominated by scale), then the paper's theoretical ranking, with the reason recorded. "
+            "'measured': the measured ranking whatever it is. 'theory': the theoretical ranking (the report is "
+            "kept as provenance). The evidence: benchmarks/results/reproduce and the README."
+        },
+    )
     score_source: str | None = field(
         default=None, metadata={"help": "Where the scores came from (filled in: report, mapping or theory)."}
     )
@@ -133,7 +145,9 @@ class PlasticityConfig(PeftConfig):
             self.score_source = self.score_source or f"report {os.fspath(self.scores)}"
             self.scores = PlasticityReport.load(self.scores)
         report = self.scores if isinstance(self.scores, PlasticityReport) else None
-        self.scores, source = _normalise_scores(self.scores)
+        if self.signal not in SIGNALS:
+            raise InvalidInputError(f"signal={self.signal!r}; choose one of {list(SIGNALS)}")
+        self.scores, source = _normalise_scores(self.scores, self.signal)
         self.score_source = self.score_source or source
         # The measured report itself, not a dataclass field (so not in adapter_config.json): model cards
         # (hf_plasticity.cards) show its intervals and figure, and save it beside the adapter.
@@ -196,12 +210,12 @@ def theoretical_scores() -> dict[str, float]:
     return {c: float(len(THEORETICAL_RANKING) - i) for i, c in enumerate(THEORETICAL_RANKING)}
 
 
-def _normalise_scores(scores: Any) -> tuple[dict[str, Any], str]:
+def _normalise_scores(scores: Any, signal: str = "auto") -> tuple[dict[str, Any], str]:
     """Turn a report, report path or mapping into JSON-ready ``{"components": ..., "modules": ...}``."""
     if scores is None:
         return {"components": theoretical_scores(), "modules": {}}, "theory (Odonnat et al., 2026)"
     if isinstance(scores, PlasticityReport):
-        return _from_report(scores), "report"
+        return _guarded(scores, signal)
     if (
         isinstance(scores, dict)
         and set(scores) <= {"components", "modules", "layers", "report"}
@@ -233,6 +247,25 @@ def _normalise_scores(scores: Any) -> tuple[dict[str, Any], str]:
         f"scores of type {type(scores).__name__} not understood; pass a PlasticityReport, a report path, or a "
         "mapping component -> score"
     )
+
+
+def _guarded(report: PlasticityReport, signal: str) -> tuple[dict[str, Any], str]:
+    """The report's scores, or the theoretical ones when ``signal`` asks or the guard trips (recorded)."""
+    measured = _from_report(report)
+    exceeding = report.exceeding_bounds() if signal == "auto" else []
+    if signal == "measured" or (signal == "auto" and not exceeding):
+        return measured, "report"
+    if exceeding:
+        comp, layer, value, bound = max(exceeding, key=lambda cell: cell[2] / cell[3])
+        why = (
+            f"{len(exceeding)} LayerNorm cell(s) measured above their theoretical bound (largest: {comp} of layer "
+            f"{layer}, {value:.3g} > max |gain| {bound:.3g}; embedding token spread {report.token_spread:.3g} < 1): "
+            "the measurement is dominated by scale, so the theoretical ranking was used"
+        )
+    else:
+        why = "signal='theory': the theoretical ranking was used"
+    measured["report"]["fallback"] = why
+    return {**measured, "components": theoretical_scores(), "layers": {}}, "theory (report: " + why + ")"
 
 
 def _from_report(report: PlasticityReport) -> dict[str, Any]:

@@ -1,0 +1,94 @@
+"""What a measured report selects: the guard against LayerNorm rates dominated by the embedding's scale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import get_peft_model
+from torch import nn
+
+from hf_plasticity import InvalidInputError, PlasticityConfig, PlasticityReport, measure_plasticity
+
+from .conftest import TINY_MODELS, pixels
+
+
+def vit_with_token_scale(scale: float) -> nn.Module:
+    """A tiny ViT whose embedding outputs are multiplied by ``scale`` (token spread scales with it)."""
+    model = TINY_MODELS["vit"]()
+    emb = model.vit.embeddings
+    with torch.no_grad():
+        for p in (emb.patch_embeddings.projection.weight, emb.patch_embeddings.projection.bias, emb.cls_token):
+            p.mul_(scale)
+        emb.position_embeddings.mul_(scale)
+    return model
+
+
+def measured(scale: float, **kwargs: object) -> tuple[nn.Module, PlasticityReport]:
+    model = vit_with_token_scale(scale)
+    return model, measure_plasticity(model, pixels(16, seed=51), progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def low_spread() -> tuple[nn.Module, PlasticityReport]:
+    """Small tokens (the bundled model's case): the LayerNorms' measured rates exceed their max-gain bound."""
+    return measured(0.2)
+
+
+def test_low_spread_tokens_put_layernorms_above_their_bound(low_spread) -> None:
+    _, report = low_spread
+    assert report.token_spread < 1
+    cells = report.exceeding_bounds()
+    assert cells and {c for c, *_ in cells} <= {"attn_norm", "ffn_norm"}  # linear maps and attention never
+    assert report.ranking()[0] in ("attn_norm", "ffn_norm")  # what the raw measurement would select
+
+
+def test_auto_falls_back_to_the_theoretical_ranking_and_says_why(low_spread, tmp_path: Path) -> None:
+    _, report = low_spread
+    config = PlasticityConfig.from_report(report, top_k=1)
+    peft_model = get_peft_model(vit_with_token_scale(0.2), config)
+    selected = peft_model.peft_config["default"].selected_modules
+    assert selected and all(path.endswith(".attention") for path in selected)  # mha, the theory's first
+    assert config.score_source.startswith("theory (report:") and "above their theoretical bound" in config.score_source
+    peft_model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert "token spread" in saved["scores"]["report"]["fallback"]
+    assert saved["scores"]["report"]["ranking"] == report.ranking()  # the measurement itself is kept
+
+
+def test_measured_signal_keeps_the_raw_ranking(low_spread) -> None:
+    _, report = low_spread
+    config = PlasticityConfig.from_report(report, top_k=1, signal="measured")
+    selected = get_peft_model(vit_with_token_scale(0.2), config).peft_config["default"].selected_modules
+    top = report.ranking()[0]
+    suffix = {"attn_norm": "layernorm_before", "ffn_norm": "layernorm_after"}[top]
+    assert selected and all(path.endswith(suffix) for path in selected)
+
+
+def test_auto_uses_a_clean_measurement_as_measured() -> None:
+    """Tokens of spread > 1: no LayerNorm exceeds its bound, and the measured ranking is used."""
+    _, report = measured(20.0)
+    assert report.token_spread > 1 and not report.exceeding_bounds()
+    auto = PlasticityConfig.from_report(report, top_k=2)
+    raw = PlasticityConfig.from_report(report, top_k=2, signal="measured")
+    assert auto.score_source == "report" and auto.component_scores() == raw.component_scores()
+
+
+def test_theory_signal_ignores_the_measurement() -> None:
+    _, report = measured(20.0)
+    config = PlasticityConfig.from_report(report, signal="theory")
+    assert max(config.component_scores(), key=config.component_scores().get) == "mha"
+    assert "signal='theory'" in config.scores["report"]["fallback"]
+
+
+def test_report_without_bounds_cannot_trip_the_guard() -> None:
+    _, report = measured(0.2, bounds=False)
+    assert report.exceeding_bounds() == []
+    assert PlasticityConfig.from_report(report).score_source == "report"
+
+
+def test_unknown_signal_names_the_choices(low_spread) -> None:
+    with pytest.raises(InvalidInputError, match=r"signal='best'.*'auto', 'measured', 'theory'"):
+        PlasticityConfig.from_report(low_spread[1], signal="best")
