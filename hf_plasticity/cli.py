@@ -329,7 +329,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
     ft_args, training_args = parser.parse_args_into_dataclasses(options)
     result = run_finetune(ft_args, training_args)
     if training_args.process_index == 0:
-        print(f"\nselected ({len(result.model.peft_config['default'].selected_modules)} modules): rule {ft_args.rule}")
+        chosen = result.model.peft_config["default"]
+        print(f"\nselected ({len(chosen.selected_modules)} modules): rule {ft_args.rule}")
+        print(f"scores: {chosen.score_source}")
         print(result.report.to_markdown() if result.report is not None else "")
         print(f"\neval: {result.eval_metrics}")
         for name, path in sorted(result.files.items()):

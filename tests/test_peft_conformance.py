@@ -7,6 +7,7 @@ of these behaviours, the control row shows whether PEFT changed or our tuner bro
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 
@@ -226,3 +227,22 @@ def test_transformers_load_adapter(row: str, tmp_path: Path) -> None:
     base = fresh()
     base.load_adapter(str(tmp_path))
     assert torch.equal(logits(base, X), logits(model, X))
+
+
+@pytest.mark.parametrize("how", ["load_adapter", "from_pretrained"])
+def test_transformers_loaders_refuse_a_lora_mode_adapter_loudly(how: str, tmp_path: Path) -> None:
+    """They would drop its LoRA factors (no method prefix on the keys): a clear error, never a silent model."""
+    from transformers import AutoModelForImageClassification
+
+    from hf_plasticity import AdapterLoadError
+
+    trained("lora").save_pretrained(tmp_path / "adapter")
+    with pytest.raises(AdapterLoadError, match=r"hf_plasticity\.load_adapter.*export_lora"):
+        if how == "load_adapter":
+            fresh().load_adapter(str(tmp_path / "adapter"))
+        else:
+            fresh().save_pretrained(tmp_path / "base")
+            config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+            config["base_model_name_or_path"] = str(tmp_path / "base")
+            (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+            AutoModelForImageClassification.from_pretrained(str(tmp_path / "adapter"))

@@ -8,6 +8,7 @@ adapter rebuilds exactly the same modules without needing the report.
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from typing import Any, ClassVar
 
@@ -64,6 +65,14 @@ class PlasticityModel(BaseTuner):
         wrap are read from its keys, in all three of this method's key layouts (PEFT's own reading looks for the
         method prefix only, which LoRA and in-place keys do not carry).
         """
+        if self.peft_config[adapter_name].mode == "lora" and _called_by_transformers_load_adapter():
+            raise AdapterLoadError(
+                "transformers' load_adapter / from_pretrained(<adapter folder>) cannot load a mode='lora' plasticity "
+                "adapter: it only renames keys that carry the method's prefix, so the LoRA factors would be dropped "
+                "and the model silently untrained. Load it with hf_plasticity.load_adapter(model, path) or "
+                "peft.PeftModel.from_pretrained(model, path) (after import hf_plasticity), or export it for plain "
+                "peft/transformers with hf_plasticity.export_lora"
+            )
         self._resolve_targets(model, adapter_name)
         if state_dict is not None:
             state_dict = {f"{m}.{self.prefix}": None for m in _modules_in_state_dict(model, state_dict)}
@@ -245,6 +254,21 @@ class PlasticityModel(BaseTuner):
         adapters = adapter_names or self.active_adapters
         if len(adapters) > 1 and any(self.peft_config[a].mode == "full" for a in adapters):
             raise ValueError("cannot merge several full-mode plasticity adapters: each replaces the same weights")
+
+
+def _called_by_transformers_load_adapter() -> bool:
+    """Whether transformers' PEFT integration (``PreTrainedModel.load_adapter``) is injecting this adapter.
+
+    It is the one loader that cannot be taught our mode-'lora' keys (see the error above), and nothing of ours
+    runs inside it but this injection: the call stack is the only place to tell it from PEFT's own loaders.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "load_adapter" and "transformers" in code.co_filename.replace("\\", "/").split("/"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def model_shape(model: nn.Module) -> dict[str, int]:
