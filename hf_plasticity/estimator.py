@@ -242,6 +242,7 @@ class _InSitu:
         self.rates: torch.Tensor | None = None
         self.in_norms: torch.Tensor | None = None
         self.tokens: torch.Tensor | None = None
+        self.last: tuple[torch.Tensor, torch.Tensor] | None = None
         self.handles: list[Any] = [resolved.embeddings().register_forward_hook(self._embedded)]
         for layer in range(resolved.num_layers):
             for ci, comp in enumerate(comps):
@@ -256,7 +257,7 @@ class _InSitu:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             h = args[0] if args else kwargs["hidden_states"]
             assert self.in_norms is not None
-            self.in_norms[:, layer, ci] = _norm(h[: self.half] - h[self.half :])
+            self.in_norms[:, layer, ci] = self._half_diff_norm(h)
 
         return hook
 
@@ -264,9 +265,18 @@ class _InSitu:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             out = output[0] if isinstance(output, tuple) else output
             assert self.rates is not None
-            self.rates[:, layer, ci] = _norm(out[: self.half] - out[self.half :])
+            self.rates[:, layer, ci] = self._half_diff_norm(out)
 
         return hook
+
+    def _half_diff_norm(self, t: torch.Tensor) -> torch.Tensor:
+        """||t_x - t_y|| per pair, once per tensor: in a pre-norm block a LayerNorm's output is the very tensor
+        attention (or fc1) receives, so the next component's input norm is the last output norm."""
+        if self.last is not None and self.last[0] is t:
+            return self.last[1]
+        value = _norm(t[: self.half] - t[self.half :])
+        self.last = (t, value)
+        return value
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = x.shape[0]
@@ -274,7 +284,10 @@ class _InSitu:
         shape = (b, self.resolved.num_layers, self.num_comps)
         self.rates = torch.empty(shape, dtype=torch.float32, device=x.device)
         self.in_norms = torch.empty(shape, dtype=torch.float32, device=x.device)
-        self.base(pixel_values=torch.cat([x, y]))
+        try:
+            self.base(pixel_values=torch.cat([x, y]))
+        finally:
+            self.last = None  # holds a batch's activation: never keep it past the batch
         assert self.tokens is not None
         return self.rates / self.in_norms.clamp_min(torch.finfo(torch.float32).tiny), self.in_norms, self.tokens
 
