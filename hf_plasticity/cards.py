@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .components import COMPONENTS
+from .components import rank_components
 from .errors import InvalidInputError, PlasticityError
 from .io import atomic_write_text
 from .report import PlasticityReport
@@ -126,9 +126,8 @@ def _measurement(report: PlasticityReport, model: Any) -> dict[str, Any]:
             }
             for ci_, comp in enumerate(report.components)
         ]
-        cells.sort(
-            key=lambda c: (-(c["score"] if c["score"] is not None else -math.inf), COMPONENTS.index(c["component"]))
-        )
+        order = rank_components({c["component"]: c["score"] for c in cells})
+        cells.sort(key=lambda c: order.index(c["component"]))
         layers.append({"layer": layer, "modules": cells})
     out: dict[str, Any] = {
         "protocol": report.protocol,
@@ -156,7 +155,7 @@ def _measurement(report: PlasticityReport, model: Any) -> dict[str, Any]:
 def _stored_scores(config: PlasticityConfig) -> dict[str, Any]:
     """What a config alone knows: the scores it was given and where they came from (no intervals)."""
     scores = config.component_scores()
-    ranked = sorted(scores, key=lambda c: (-_finite(scores[c]), COMPONENTS.index(c) if c in COMPONENTS else 99))
+    ranked = rank_components(scores)
     out: dict[str, Any] = {
         "score_source": config.score_source,
         "ranking": [{"component": c, "score": _num(scores[c])} for c in ranked],

@@ -6,7 +6,8 @@ supporting a new architecture is one :func:`register_component_map` call plus on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -26,6 +27,20 @@ COMPONENT_DESCRIPTIONS: dict[str, str] = {
     "ffn_fc1": "first MLP linear (the linear map alone, before the activation)",
     "ffn_fc2": "second MLP linear",
 }
+
+
+def rank_components(scores: Mapping[str, float | None]) -> list[str]:
+    """Component types by score, highest first; missing or non-finite scores last, ties in canonical order.
+
+    The one ranking rule: reports, selections and model cards all order components through it.
+    """
+
+    def key(comp: str) -> tuple[float, int]:
+        value = scores[comp]
+        finite = value is not None and math.isfinite(value)
+        return (-value if finite else math.inf, COMPONENTS.index(comp) if comp in COMPONENTS else len(COMPONENTS))
+
+    return sorted(scores, key=key)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .bounds import WeightBounds
-from .components import COMPONENTS
+from .components import COMPONENTS, rank_components
 from .errors import (
     InvalidInputError,
     LegacyReportWarning,
@@ -230,7 +230,7 @@ class PlasticityReport:
     def ranking(self) -> list[str]:
         """Component types, highest plasticity first."""
         scores = self.scores()
-        return sorted(self.components, key=lambda c: (-_finite(scores[c]), COMPONENTS.index(c)))
+        return rank_components({c: scores[c] for c in self.components})
 
     def module_scores(self) -> dict[str, float]:
         """Mean plasticity of every measured module (one per layer and component type)."""

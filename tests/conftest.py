@@ -178,3 +178,13 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     yield blocked
     assert not blocked, f"a request left the loopback interface: {blocked}"
+
+
+def scale_embedding(model: nn.Module, scale: float) -> nn.Module:
+    """Multiply a ViT's embedding outputs by ``scale``, exactly (patch projection, CLS and positions)."""
+    emb = model.vit.embeddings
+    with torch.no_grad():
+        for p in (emb.patch_embeddings.projection.weight, emb.patch_embeddings.projection.bias, emb.cls_token):
+            p.mul_(scale)
+        emb.position_embeddings.mul_(scale)
+    return model

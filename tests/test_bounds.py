@@ -11,7 +11,7 @@ from torch import nn
 
 from hf_plasticity import COMPONENTS, PlasticityReport, measure_plasticity
 
-from .conftest import TINY, pixels
+from .conftest import TINY, pixels, scale_embedding
 from .test_estimator import loader, paper_modules
 
 
@@ -102,12 +102,9 @@ def test_layernorm_rate_tracks_gain_over_token_spread(tiny_vit: nn.Module) -> No
     """Scale the embedding outputs by s and a LayerNorm's gain by g: its rate moves as g / s, like g / spread."""
     x, y = pixels(12, seed=34), pixels(12, seed=35)
     before = measure_plasticity(tiny_vit, loader(y), reference=loader(x), progress=False)
-    emb = tiny_vit.vit.embeddings
+    s, g = 4.0, 2.5
+    scale_embedding(tiny_vit, s)
     with torch.no_grad():
-        s, g = 4.0, 2.5
-        for p in (emb.patch_embeddings.projection.weight, emb.patch_embeddings.projection.bias, emb.cls_token):
-            p.mul_(s)
-        emb.position_embeddings.mul_(s)
         for layer in tiny_vit.vit.layers:
             layer.layernorm_before.weight.mul_(g)
     after = measure_plasticity(tiny_vit, loader(y), reference=loader(x), progress=False)

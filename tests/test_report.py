@@ -164,3 +164,10 @@ def test_schema_1_and_2_reports_never_merge(report: PlasticityReport) -> None:
         old = PlasticityReport.from_dict(schema_1(report))
     with pytest.raises(ReportFormatError, match="schema 1 measured ffn_fc1 with the MLP activation"):
         report.merge(old)
+
+
+def test_one_ranking_rule_ties_in_canonical_order_and_undefined_last() -> None:
+    from hf_plasticity import rank_components
+
+    scores = {"ffn_fc2": 0.5, "mha": 0.5, "attn_norm": float("nan"), "ffn_norm": None, "ffn_fc1": 0.9}
+    assert rank_components(scores) == ["ffn_fc1", "mha", "ffn_fc2", "attn_norm", "ffn_norm"]

@@ -6,24 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from peft import get_peft_model
 from torch import nn
 
 from hf_plasticity import InvalidInputError, PlasticityConfig, PlasticityReport, measure_plasticity
 
-from .conftest import TINY_MODELS, pixels
+from .conftest import TINY_MODELS, pixels, scale_embedding
 
 
 def vit_with_token_scale(scale: float) -> nn.Module:
     """A tiny ViT whose embedding outputs are multiplied by ``scale`` (token spread scales with it)."""
-    model = TINY_MODELS["vit"]()
-    emb = model.vit.embeddings
-    with torch.no_grad():
-        for p in (emb.patch_embeddings.projection.weight, emb.patch_embeddings.projection.bias, emb.cls_token):
-            p.mul_(scale)
-        emb.position_embeddings.mul_(scale)
-    return model
+    return scale_embedding(TINY_MODELS["vit"](), scale)
 
 
 def measured(scale: float, **kwargs: object) -> tuple[nn.Module, PlasticityReport]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from ..components import COMPONENTS, ResolvedComponents, resolve_components
+from ..components import COMPONENTS, ResolvedComponents, rank_components, resolve_components
 from ..errors import InvalidInputError
 from .config import PlasticityConfig
 
@@ -48,7 +48,7 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
                 f"top_k={config.top_k} but only {len(comp_scores)} component types have scores "
                 f"({sorted(comp_scores)}); lower top_k or measure more components"
             )
-        ranked = sorted(comp_scores, key=lambda c: (-comp_scores[c], COMPONENTS.index(c)))
+        ranked = rank_components(comp_scores)
         chosen = [p for p in scored if candidates[p] in ranked[: config.top_k]]
     elif rule == "threshold":
         chosen = [p for p in scored if scores[p] >= config.threshold]
