@@ -73,6 +73,18 @@ def test_linear_bound_is_the_spectral_norm(measured) -> None:
             assert report.bounds[layer, COMPONENTS.index(comp)] == pytest.approx(spectral(w), rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    "shape", [(48, 20), (20, 48), (900, 300), (300, 900)], ids=["dense", "dense-wide", "lanczos", "lanczos-wide"]
+)
+def test_spectral_norm_matches_torch_at_every_size(shape: tuple[int, int]) -> None:
+    """Small Gram matrices are solved densely, large ones by Lanczos: both must give ||W||_2."""
+    from hf_plasticity.bounds import spectral_norm
+
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape))) / math.sqrt(shape[1])
+    w[:, 0] *= 1.02  # random matrices have clustered top singular values; Lanczos must still find the largest
+    assert spectral_norm(w) == pytest.approx(spectral(w.float()), rel=1e-6)
+
+
 def test_attention_bound_follows_the_per_head_formula(measured) -> None:
     model, report, x, y = measured
     z = embedding_outputs(model, x, y)
