@@ -206,5 +206,6 @@ def test_bundled_card_metadata() -> None:
     card = ModelCard.load(ROOT / BUNDLED_CARD)
     report = PlasticityReport.load(ROOT / BUNDLED_REPORT)
     assert [r["component"] for r in card.data.plasticity["ranking"]] == report.ranking()
-    assert card.data.eval_results[0].metric_value == 0.8093
+    pretraining = json.loads((ROOT / "hf_plasticity/assets/vit-fashion-mnist/config.json").read_text())
+    assert card.data.eval_results[0].metric_value == pretraining["hf_plasticity_pretraining"]["test_accuracy"]
     assert card.data.library_name == "transformers" and "plasticity" in card.data.tags

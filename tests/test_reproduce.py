@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from hf_plasticity.cli import main
+from hf_plasticity.models import bundled_model_path
 from hf_plasticity.reproduce import METHODS, TASKS
 from hf_plasticity.reproduce import runner as runner_module
 
@@ -106,7 +107,10 @@ def test_table_and_figure_are_written(quick: tuple[Path, dict[str, Any]]) -> Non
     md = (out / "results.md").read_text()
     for name in METHODS:
         assert f"| {name} |" in md
-    assert "weakly pretrained" in md.lower() and "Spearman" in md and "Wilcoxon" in md
+    pretraining = json.loads((bundled_model_path() / "config.json").read_text())["hf_plasticity_pretraining"]
+    assert f"pretrained {pretraining['epochs']:g} epochs" in md  # the source as it is now, not as it once was
+    assert f"({100 * pretraining['test_accuracy']:.1f}% test accuracy)" in md
+    assert "Spearman" in md and "Wilcoxon" in md
     assert doc["command"].startswith("hf-plasticity reproduce")
     assert doc["environment"]["versions"]["transformers"]
     assert (out / "gain_vs_plasticity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,11 +15,6 @@ from .methods import METHODS, SELECTIONS
 
 SCHEMA = "hf_plasticity.reproduce"
 SCHEMA_VERSION = 1
-SOURCE_NOTE = (
-    "Source model: the bundled ViT (hf-plasticity/vit-fashion-mnist: 6 layers, hidden 128, 28x28 inputs), "
-    "WEAKLY pretrained: 1.1 epochs on Fashion-MNIST (80.9% test accuracy). It was not re-pretrained (no GPU "
-    "in this run); conclusions hold for this model, not for ImageNet-scale ViTs."
-)
 
 
 def write_results(
@@ -51,7 +46,23 @@ def source_model() -> dict[str, Any]:
     from ..models import BUNDLED_MODEL_ID, bundled_model_path
 
     config = json.loads((bundled_model_path() / "config.json").read_text())
-    return {"id": BUNDLED_MODEL_ID, "pretraining": config.get("hf_plasticity_pretraining"), "note": SOURCE_NOTE}
+    pretraining = config.get("hf_plasticity_pretraining") or {}
+    return {"id": BUNDLED_MODEL_ID, "pretraining": pretraining, "note": source_note(pretraining)}
+
+
+def source_note(pretraining: Mapping[str, Any]) -> str:
+    """Read from the checkpoint's own record, so the note cannot outlive a re-pretraining."""
+    trained = (
+        f"pretrained {pretraining['epochs']:g} epochs on Fashion-MNIST ({100 * pretraining['test_accuracy']:.1f}% "
+        "test accuracy)"
+        if {"epochs", "test_accuracy"} <= pretraining.keys()
+        else "pretrained on Fashion-MNIST"
+    )
+    return (
+        f"Source model: the bundled ViT (hf-plasticity/vit-fashion-mnist: 6 layers, hidden 128, 28x28 inputs), "
+        f"{trained} by examples/pretrain_vit.py on CPU. Conclusions hold for this small model, not for "
+        "ImageNet-scale ViTs."
+    )
 
 
 def to_markdown(doc: Mapping[str, Any]) -> str:
@@ -62,7 +73,7 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
     lines = [
         "# Component-wise finetuning of the bundled ViT (after Odonnat et al., 2026)",
         "",
-        SOURCE_NOTE,
+        doc["source_model"]["note"],
         "",
         f"Command: `{doc['command']}`  ",
         f"Device: {doc['environment']['device']}  ",
