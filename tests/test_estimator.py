@@ -336,3 +336,14 @@ def test_one_pair_warns_and_reports_no_interval(tiny_vit: nn.Module, tmp_path) -
 def test_unavailable_or_unknown_device(tiny_vit: nn.Module, device: str, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         measure_plasticity(tiny_vit, pixels(4), device=device, progress=False)
+
+
+@pytest.mark.parametrize(
+    "values, finite",
+    [([1.0, -2.0], True), ([3e38, 3e38], True), ([1.0, float("nan")], False), ([float("inf"), -1.0], False)],
+    ids=["finite", "finite-sum-overflows", "nan", "inf"],
+)
+def test_weight_check_is_exact_even_when_the_fast_sum_overflows(values: list[float], finite: bool) -> None:
+    from hf_plasticity.estimator import _all_finite
+
+    assert _all_finite(torch.tensor(values, dtype=torch.float32)) is finite
