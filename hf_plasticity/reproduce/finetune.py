@@ -33,7 +33,7 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
 class TrainProtocol:
     """What every run shares: the paper's recipe scaled to a CPU (few steps, small batches)."""
 
-    steps: int = 40
+    steps: int = 120
     batch_size: int = 32
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
