@@ -167,9 +167,7 @@ def _handler(stub: HubStub) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
             if m:
-                if self._gate("info"):
-                    return
-                found = self._files(m.group(1), unquote(m.group(2) or "main"))
+                found = self._gated_files("info", m.group(1), unquote(m.group(2) or "main"))
                 if found is None:
                     return
                 repo, _rev, files, sha = found
@@ -186,9 +184,7 @@ def _handler(stub: HubStub) -> type[BaseHTTPRequestHandler]:
                 )
             m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
             if m:
-                if self._gate("tree"):
-                    return
-                found = self._files(m.group(1), unquote(m.group(2)))
+                found = self._gated_files("tree", m.group(1), unquote(m.group(2)))
                 if found is None:
                     return
                 prefix = (m.group(3) or "").strip("/")
@@ -201,9 +197,7 @@ def _handler(stub: HubStub) -> type[BaseHTTPRequestHandler]:
                 return self._json(200, entries)
             m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
             if m:
-                if self._gate("resolve"):
-                    return
-                found = self._files(m.group(1), unquote(m.group(2)))
+                found = self._gated_files("resolve", m.group(1), unquote(m.group(2)))
                 if found is None:
                     return
                 name = unquote(m.group(3))
@@ -218,6 +212,10 @@ def _handler(stub: HubStub) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, content, headers, body=self.command == "GET")
             stub.requests.append((self.command, self.path))
             return self._json(404, {"error": f"not in the stub: {self.path}"})
+
+        def _gated_files(self, kind: str, repo: str, rev: str) -> tuple[str, str, dict[str, bytes], str] | None:
+            """A read request's files at a revision, or None once it was answered (failure, 401 or 404)."""
+            return None if self._gate(kind) else self._files(repo, rev)
 
         def _files(self, repo: str, rev: str) -> tuple[str, str, dict[str, bytes], str] | None:
             if repo not in stub.branches:
