@@ -181,10 +181,9 @@ def _head_terms(resolved: ResolvedComponents, attention: nn.Module) -> np.ndarra
     o = wo.reshape(wo.shape[0], num_heads, dh).permute(1, 2, 0)  # column block h of o_proj, transposed
     gq, gk = (q @ q.transpose(1, 2)).double(), (k @ k.transpose(1, 2)).double()
     gv, go = (v @ v.transpose(1, 2)).double(), (o @ o.transpose(1, 2)).double()
-    top = lambda g: torch.linalg.eigvalsh(g)[..., -1].clamp_min(0)  # noqa: E731
-    ov = (top(gv) * top(go)).sqrt()
+    ov = (top_eigenvalues(gv) * top_eigenvalues(go)).sqrt()
     # ||Q_h K_h^T||^2 is the top eigenvalue of Gq^(1/2) Gk Gq^(1/2) (same spectrum as Gq Gk, but symmetric)
     evals, evecs = torch.linalg.eigh(gq)
     root = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(1, 2)
-    qk = top(root @ gk @ root).sqrt() / dh**0.5
+    qk = top_eigenvalues(root @ gk @ root).sqrt() / dh**0.5
     return torch.stack([ov, qk], dim=-1).cpu().numpy()
