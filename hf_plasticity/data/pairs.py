@@ -298,7 +298,9 @@ def _stream_pairs(data: Any, reference: Any, num_pairs: int | None) -> Iterator[
 def _as_indexable(obj: Any, processor: Any, num_channels: int, role: str) -> _Indexable:
     if isinstance(obj, np.ndarray):
         obj = torch.from_numpy(obj)
-    if isinstance(obj, torch.Tensor):
+    if isinstance(obj, torch.Tensor) and obj.ndim == 2 and not obj.is_floating_point():
+        pass  # token ids (N, L): the model's input_ids, kept as integers
+    elif isinstance(obj, torch.Tensor):
         if obj.ndim != 4:
             raise InvalidInputError(
                 f"{role} pixel values must have shape (N, channels, height, width), got {tuple(obj.shape)}"
