@@ -331,6 +331,8 @@ def _pixels_of(batch: Any) -> torch.Tensor:
     elif isinstance(batch, list | tuple):
         batch = batch[0]
     batch = torch.as_tensor(batch)
+    if batch.ndim == 2 and not batch.is_floating_point():
+        return batch  # token ids (N, L)
     if batch.ndim != 4:
         raise InvalidInputError(
             f"pixel batches must have shape (N, channels, height, width), got {tuple(batch.shape)}"
