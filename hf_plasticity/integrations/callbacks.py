@@ -84,7 +84,12 @@ class PlasticityCallback(TrainerCallback):
             self.pairs = _check_pairs(self.pairs, base)
         self._groups = {}
         for comp in self.components:
-            tracked = [t for path in resolved.paths[comp] for t in _tracked(base.get_submodule(path))]
+            tracked = [
+                t
+                for name in resolved.paths[comp]
+                for path in resolved.modules_of(name)
+                for t in _tracked(base.get_submodule(path))
+            ]
             if tracked:
                 self._groups[comp] = tracked
         self.series.meta.update(
