@@ -18,7 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..components import ResolvedComponents, resolve_components, validate_components
-from ..data.pairs import is_hf_dataset, make_pair_batches
+from ..data.pairs import is_hf_dataset, make_pair_batches, needs_tokenizer
+from ..data.text import DEFAULT_SEQ_LEN
 from ..errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
 from ..report.report import PlasticityReport, model_metadata
 from ..stats import RateStats, TokenStats
@@ -40,6 +41,9 @@ def measure_plasticity(
     components: list[str] | tuple[str, ...] | None = None,
     device: str | torch.device | None = None,
     image_processor: Any = None,
+    tokenizer: Any = None,
+    seq_len: int | None = None,
+    text_column: str | None = None,
     seed: int = 0,
     keep_rates: bool = True,
     bounds: bool = True,
@@ -54,8 +58,10 @@ def measure_plasticity(
 
     Args:
         model: a transformers model with a registered component map (ViT, DeiT, Dinov2, ...).
-        data: the downstream data: pixel tensor (N, C, H, W), torch DataLoader, or ``datasets.Dataset``
-            with an image column (decoded with ``image_processor``).
+        data: the downstream data: pixel tensor (N, C, H, W), ``input_ids`` tensor (N, L), torch DataLoader
+            (dicts with ``pixel_values`` or ``input_ids``, tuples or tensors), or ``datasets.Dataset`` with an
+            image column (decoded with ``image_processor``) or a text column (cut into windows with
+            ``tokenizer``); a list of strings is text too.
         reference: pretraining-like data supplying x of each pair (y comes from ``data``). Without it,
             pairs are disjoint draws from ``data``.
         protocol: ``"shared"`` (the paper's) or ``"in_situ"``.
@@ -64,6 +70,10 @@ def measure_plasticity(
         components: component types to measure; None measures all five.
         device: where to compute; None uses the model's device. The model is moved there.
         image_processor: decodes ``datasets.Dataset`` images; None loads the model's own when needed.
+        tokenizer: tokenizes text data; None loads the model's own (from its local folder) when needed.
+        seq_len: tokens per window cut from text (default 128, capped by the model's position table); the
+            two sequences of a pair always have one length. ``input_ids`` tensors keep their own length.
+        text_column: the data sets' text column, when they have several string columns.
         seed: seeds the choice of pairs.
         keep_rates: keep every per-pair rate (needed for distribution plots) besides the statistics.
         bounds: compute the paper's theoretical upper bounds from the weights (exact spectral norms; a
@@ -91,6 +101,11 @@ def measure_plasticity(
     num_channels = int(getattr(config, "num_channels", 3))
     if image_processor is None and (_needs_processor(data) or _needs_processor(reference)):
         image_processor = _load_processor(model)
+    if tokenizer is None and (needs_tokenizer(data, text_column) or needs_tokenizer(reference, text_column)):
+        tokenizer = _load_tokenizer(model)
+    vocab_size, max_length = _text_limits(model)
+    if seq_len is None and max_length is not None:
+        seq_len = min(DEFAULT_SEQ_LEN, max_length)
     pairs = make_pair_batches(
         data,
         reference,
@@ -103,6 +118,11 @@ def measure_plasticity(
         reference_name=reference_name,
         rank=shard.rank,
         world_size=shard.world_size,
+        tokenizer=tokenizer,
+        seq_len=seq_len,
+        text_column=text_column,
+        vocab_size=vocab_size,
+        max_length=max_length,
     )
     if device is not None:
         model.to(dev)
@@ -128,10 +148,10 @@ def measure_plasticity(
                 )
                 seen = 0
                 for x, y in bar:
-                    x = x.to(dev, dtype, non_blocking=True)
-                    y = y.to(dev, dtype, non_blocking=True)
-                    _check_pixels(x, resolved)
-                    _check_pixels(y, resolved)
+                    x, y = _to_device(x, dev, dtype), _to_device(y, dev, dtype)
+                    if x.is_floating_point():  # pixels; token ids were checked against the vocabulary
+                        _check_pixels(x, resolved)
+                        _check_pixels(y, resolved)
                     rates, in_norms, z = run(x, y)
                     if not bool(torch.isfinite(rates.sum() + in_norms.sum())):
                         raise _non_finite_error(resolved, comps, x, y, rates, in_norms, seen)
@@ -461,8 +481,38 @@ def _resolve(model: nn.Module) -> ResolvedComponents:
         raise UnsupportedModelError(hint) from exc
 
 
+def _to_device(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Pixels in the model's dtype; token ids stay integers (they index the embedding)."""
+    if t.is_floating_point():
+        return t.to(device, dtype, non_blocking=True)
+    return t.to(device, non_blocking=True)
+
+
 def _needs_processor(obj: Any) -> bool:
-    return is_hf_dataset(obj) and "pixel_values" not in obj.column_names
+    return is_hf_dataset(obj) and "pixel_values" not in obj.column_names and not needs_tokenizer(obj)
+
+
+def _load_tokenizer(model: nn.Module) -> Any:
+    """The tokenizer saved beside the model, or None (the data layer then names the fix)."""
+    from transformers import AutoTokenizer
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    if not name:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _text_limits(model: nn.Module) -> tuple[int | None, int | None]:
+    """The vocabulary size and the longest sequence of a text model (None, None for an image model)."""
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    if not isinstance(vocab, int):
+        return None, None
+    longest = getattr(config, "max_position_embeddings", None)
+    return vocab, longest if isinstance(longest, int) and longest > 0 else None
 
 
 def _load_processor(model: nn.Module) -> Any:
