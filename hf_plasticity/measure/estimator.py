@@ -148,10 +148,10 @@ def measure_plasticity(
                 )
                 seen = 0
                 for x, y in bar:
-                    x, y = _to_device(x, dev, dtype), _to_device(y, dev, dtype)
-                    if x.is_floating_point():  # pixels; token ids were checked against the vocabulary
-                        _check_pixels(x, resolved)
-                        _check_pixels(y, resolved)
+                    x = x.to(dev, dtype, non_blocking=True)
+                    y = y.to(dev, dtype, non_blocking=True)
+                    _check_pixels(x, resolved)
+                    _check_pixels(y, resolved)
                     rates, in_norms, z = run(x, y)
                     if not bool(torch.isfinite(rates.sum() + in_norms.sum())):
                         raise _non_finite_error(resolved, comps, x, y, rates, in_norms, seen)
@@ -479,13 +479,6 @@ def _resolve(model: nn.Module) -> ResolvedComponents:
         if hint is None:
             raise
         raise UnsupportedModelError(hint) from exc
-
-
-def _to_device(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Pixels in the model's dtype; token ids stay integers (they index the embedding)."""
-    if t.is_floating_point():
-        return t.to(device, dtype, non_blocking=True)
-    return t.to(device, non_blocking=True)
 
 
 def _needs_processor(obj: Any) -> bool:
