@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-from transformers import BertConfig, BertModel, ViTImageProcessor
+from transformers import SwinConfig, SwinModel, ViTImageProcessor
 
 from hf_plasticity import (
     COMPONENTS,
@@ -239,9 +239,9 @@ def test_model_mode_and_weights_are_left_as_they_were(tiny_vit: nn.Module) -> No
 
 # ----------------------------------------------------------------------------------------- bad inputs
 def test_unsupported_model_names_supported_types_and_the_fix() -> None:
-    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
-    with pytest.raises(UnsupportedModelError, match=r"'bert'.*vit.*register_component_map"):
-        measure_plasticity(bert, pixels(4), progress=False)
+    swin = SwinModel(SwinConfig(embed_dim=8, depths=[1], num_heads=[2], image_size=16, patch_size=4, window_size=2))
+    with pytest.raises(UnsupportedModelError, match=r"'swin'.*hierarchical.*vit.*register_component_map"):
+        measure_plasticity(swin, pixels(4), progress=False)
     with pytest.raises(UnsupportedModelError, match=r"no config\.model_type"):
         measure_plasticity(nn.Linear(3, 3), pixels(4), progress=False)
 
