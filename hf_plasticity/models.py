@@ -43,8 +43,9 @@ def load_model(name_or_path: str, task: str | None = None, **kwargs: Any) -> Any
     """Load a model by Hub id or local directory (``"bundled"`` for the bundled ViT).
 
     ``task`` (a key of :data:`TASK_AUTO_CLASSES`) loads that task's model, head included. Without it,
-    image-classification models are tried first so heads are kept, then ``AutoModel`` (encoders, and text
-    models, whose base model is all that measuring needs).
+    image-classification models are tried first so heads are kept, then the class a local folder's
+    ``config.json`` names (``architectures``: a causal LM or a text classifier keeps its head), then
+    ``AutoModel`` (encoders).
     """
     import transformers
     from transformers import AutoModel, AutoModelForImageClassification
@@ -66,8 +67,10 @@ def load_model(name_or_path: str, task: str | None = None, **kwargs: Any) -> Any
             f"{name!r} is a folder without config.json, so not a transformers checkpoint; pass the folder "
             "written by model.save_pretrained(...)"
         )
+    if task is None and local.is_dir():  # a text model keeps the head it was saved with (e.g. its LM head)
+        autos.insert(1, _saved_architecture(local))
     errors = []
-    for auto in autos:
+    for auto in filter(None, autos):
         try:
             return auto.from_pretrained(str(local) if local.exists() else name, **kwargs)
         except (OSError, ValueError, KeyError) as exc:
@@ -76,6 +79,20 @@ def load_model(name_or_path: str, task: str | None = None, **kwargs: Any) -> Any
         f"could not load a model from {name_or_path!r} (a local folder with config.json and weights, or a "
         "Hub id reachable from here):\n  " + "\n  ".join(errors)
     )
+
+
+def _saved_architecture(folder: Path) -> Any:
+    """The transformers class named first in a checkpoint's ``config.json`` ``architectures``, or None."""
+    import json
+
+    import transformers
+
+    try:
+        names = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    cls = getattr(transformers, str(names[0]), None) if names else None
+    return cls if isinstance(cls, type) and hasattr(cls, "from_pretrained") else None
 
 
 def load_image_processor(name_or_path: str, required: bool = False) -> Any:
