@@ -159,7 +159,7 @@ class ComponentMap:
             raise ValueError(f"component map {self.family!r} lacks {sorted(missing)}; it must name {COMPONENTS}")
         typed = {c: _typed(c, s, self.attention_projections) for c, s in self.components.items()}
         object.__setattr__(self, "components", typed)
-        for flag, specs in self.variants.items():
+        for specs in self.variants.values():
             specs.update({c: _typed(c, s, self.attention_projections) for c, s in specs.items()})
 
     def specs_for(self, config: Any) -> dict[str, ComponentSpec]:
@@ -177,7 +177,7 @@ class ComponentMap:
             spec = self.components[comp]
             text = " + ".join(spec.paths)
             for flag, override in self.variants.items():
-                if comp in override:
+                if comp in override and override[comp].paths != spec.paths:
                     text += f" ({flag}: {' + '.join(override[comp].paths)})"
             lines.append(f"{comp}: {text}")
         return "; ".join(lines)
@@ -512,7 +512,8 @@ register_component_map(
     ComponentMap(
         family="dinov3_vit",
         model_types=("dinov3_vit",),
-        layers="layer",
+        layers="model.layer",
+        tower="",  # its base_model_prefix ("model") names its encoder, not a base model: the model is its own base
         components={
             "attn_norm": NormSpec("norm1"),
             "mha": AttentionSpec(

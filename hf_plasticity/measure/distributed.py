@@ -149,6 +149,9 @@ def wrapper_hint(model: nn.Module) -> str | None:
 
     for attr in ("module", "model", "base_model", "_orig_mod"):
         inner = getattr(model, attr, None)
+        own = getattr(getattr(model, "config", None), "model_type", None)
+        if own is not None and own == getattr(getattr(inner, "config", None), "model_type", None):
+            continue  # the task model's own base model: the model is supported, one of its modules is not
         if isinstance(inner, nn.Module) and inner is not model:
             try:
                 get_component_map(inner)
@@ -221,5 +224,6 @@ def _sum_tokens(shards: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         "images": sum(t["images"] for t in present),
         "radius_sum": sum(t["radius_sum"] for t in present),
         "spread_sum": sum(t["spread_sum"] for t in present),
+        **({"rms_sum": sum(t["rms_sum"] for t in present)} if all("rms_sum" in t for t in present) else {}),
         "seq_len": present[0]["seq_len"],
     }

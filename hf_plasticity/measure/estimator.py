@@ -24,7 +24,7 @@ from ..data.text import DEFAULT_SEQ_LEN
 from ..errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
 from ..report.report import PlasticityReport, model_metadata
 from ..stats import RateStats, TokenStats
-from .bounds import gram, live_weight, weight_bounds
+from .bounds import gram, linear_matrix, live_weight, weight_bounds
 from .distributed import resolve_shard, unwrap_model, wrapper_hint
 
 Protocol = Literal["shared", "in_situ"]
@@ -328,18 +328,6 @@ def component_fn(resolved: ResolvedComponents, layer: int, component: str, block
         return out[0] if isinstance(out, tuple) else out
 
     return f
-
-
-def linear_matrix(resolved: ResolvedComponents, layer: int, component: str) -> torch.Tensor:
-    """The component's effective weight as one (out, in) matrix: Conv1D weights transposed, stacked linears
-    (gate and up) concatenated along the output, through adapters (live weights)."""
-    spec = resolved.spec(component)
-    assert isinstance(spec, LinearSpec)
-    mats = []
-    for module in resolved.component_modules(layer, component):
-        w = live_weight(module)
-        mats.append(w.T if spec.transposed else w)
-    return torch.cat(mats) if len(mats) > 1 else mats[0]
 
 
 def _in_width(resolved: ResolvedComponents, layer: int, component: str) -> int:

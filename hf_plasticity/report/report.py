@@ -184,6 +184,14 @@ class PlasticityReport:
         return self._token_mean("spread_sum")
 
     @property
+    def token_rms(self) -> float:
+        """Mean per-token root mean square of the block-0 inputs (an RMSNorm's rate ~ gain / RMS); NaN in
+        reports written before it was recorded."""
+        if not self.tokens or "rms_sum" not in self.tokens:
+            return math.nan
+        return self._token_mean("rms_sum")
+
+    @property
     def seq_len(self) -> int | None:
         return None if not self.tokens else int(self.tokens["seq_len"])
 
@@ -325,6 +333,7 @@ class PlasticityReport:
                 **self.tokens,
                 "radius": _json_float(self.radius),
                 "token_spread": _json_float(self.token_spread),
+                "token_rms": _json_float(self.token_rms),
             }
         if self.weight_bounds is not None:
             out["bounds"] = {
@@ -332,6 +341,7 @@ class PlasticityReport:
                 "weights": _nan_to_none(self.weight_bounds.layers),
                 "attention_heads": self.weight_bounds.heads.tolist(),
                 "upper_bounds": _nan_to_none(self.bounds),
+                "notes": dict(self.weight_bounds.notes),
             }
         if self.coverage is not None:
             out["coverage"] = self.coverage
@@ -540,12 +550,15 @@ def _json_float(v: Any) -> Any:
 def _merge_tokens(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
     if not a or not b:
         return None
-    return {
+    out = {
         "images": a["images"] + b["images"],
         "radius_sum": a["radius_sum"] + b["radius_sum"],
         "spread_sum": a["spread_sum"] + b["spread_sum"],
         "seq_len": a["seq_len"],
     }
+    if "rms_sum" in a and "rms_sum" in b:
+        out["rms_sum"] = a["rms_sum"] + b["rms_sum"]
+    return out
 
 
 def _same_bounds(a: WeightBounds | None, b: WeightBounds | None) -> WeightBounds | None:
@@ -562,7 +575,10 @@ def _same_bounds(a: WeightBounds | None, b: WeightBounds | None) -> WeightBounds
 def _tokens_from_dict(d: Any) -> dict[str, Any] | None:
     if not d:
         return None
-    return {k: d[k] for k in ("images", "radius_sum", "spread_sum", "seq_len")}
+    out = {k: d[k] for k in ("images", "radius_sum", "spread_sum", "seq_len")}
+    if "rms_sum" in d:  # reports before text models lack it
+        out["rms_sum"] = d["rms_sum"]
+    return out
 
 
 def _bounds_from_dict(d: Any) -> WeightBounds | None:
@@ -570,7 +586,7 @@ def _bounds_from_dict(d: Any) -> WeightBounds | None:
         return None
     layers = np.array([[np.nan if v is None else v for v in row] for row in d["weights"]], dtype=np.float64)
     heads = np.asarray(d["attention_heads"], dtype=np.float64).reshape(layers.shape[0], -1, 2)
-    return WeightBounds(tuple(d["components"]), layers, heads)
+    return WeightBounds(tuple(d["components"]), layers, heads, dict(d.get("notes") or {}))
 
 
 def _validate_report_dict(d: dict[str, Any]) -> None:
