@@ -22,6 +22,7 @@ from .text_data import (
     save_with_tokenizer,
     tiny_bert_classifier,
     tiny_llama,
+    tiny_llama_classifier,
     word_tokenizer,
 )
 
@@ -29,7 +30,12 @@ L = 16
 LABELLED = {"text": REFERENCE_TEXT + DOWNSTREAM_TEXT, "label": [0] * len(REFERENCE_TEXT) + [1] * len(DOWNSTREAM_TEXT)}
 """Which module's docstring a paragraph comes from: argparse/json/collections/functools (0) or the others (1)."""
 
-TASKS = {"CAUSAL_LM": tiny_llama, "SEQ_CLS": tiny_bert_classifier}
+CASES = {
+    "llama-causal-lm": ("CAUSAL_LM", tiny_llama),
+    "bert-seq-cls": ("SEQ_CLS", tiny_bert_classifier),
+    "llama-seq-cls": ("SEQ_CLS", tiny_llama_classifier),
+}
+"""Model and task per case: the task types' text models (a causal LM, a post-norm encoder, a decoder's score head)."""
 
 
 def training_args(out: Path, **kw: object) -> TrainingArguments:
@@ -68,16 +74,16 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         return model(**batch).logits
 
 
-@pytest.fixture(scope="module", params=list(TASKS))
+@pytest.fixture(scope="module", params=list(CASES))
 def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    task = request.param
-    out = tmp_path_factory.mktemp(task.lower())
-    model = TASKS[task]()
+    task, make = CASES[request.param]
+    out = tmp_path_factory.mktemp(request.param)
+    model = make()
     before = _loss(model, task)
     data = datasets.Dataset.from_dict(LABELLED)
     config = PlasticityConfig(task_type=task)
     result = finetune(model, data, data, config, training_args(out), tokenizer=word_tokenizer(), seq_len=L)
-    return {"task": task, "out": out, "result": result, "before": before}
+    return {"task": task, "make": make, "out": out, "result": result, "before": before}
 
 
 def test_finetuning_lowers_the_training_objective(trained: dict) -> None:
@@ -86,7 +92,7 @@ def test_finetuning_lowers_the_training_objective(trained: dict) -> None:
 
 
 def test_the_saved_adapter_reloads_to_identical_outputs(trained: dict) -> None:
-    reloaded = PeftModel.from_pretrained(TASKS[trained["task"]](), trained["out"] / "adapter")
+    reloaded = PeftModel.from_pretrained(trained["make"](), trained["out"] / "adapter")
     assert torch.equal(_logits(reloaded), _logits(trained["result"].model))
 
 
@@ -137,9 +143,10 @@ def test_text_task_without_tokenizer_asks_for_one(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- CLI
-@pytest.mark.parametrize("task", list(TASKS))
-def test_cli_finetune_on_a_text_file(task: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    folder = save_with_tokenizer(TASKS[task](), tmp_path / "model")
+@pytest.mark.parametrize("case", list(CASES))
+def test_cli_finetune_on_a_text_file(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    task, make = CASES[case]
+    folder = save_with_tokenizer(make(), tmp_path / "model")
     if task == "CAUSAL_LM":
         data = tmp_path / "corpus.txt"
         data.write_text("\n\n".join(DOWNSTREAM_TEXT), encoding="utf-8")

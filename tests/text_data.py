@@ -79,3 +79,14 @@ def save_with_tokenizer(model: Any, folder: Path, tokenizer: bool = True) -> Pat
     if tokenizer:
         word_tokenizer().save_pretrained(folder)
     return folder
+
+
+def tiny_llama_classifier(num_labels: int = 2) -> Any:
+    """A random 2-layer Llama sequence classifier (its head is ``score``), same weights as :func:`tiny_llama`."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    config = tiny_llama().config
+    config.num_labels = num_labels
+    torch.manual_seed(0)
+    return LlamaForSequenceClassification(config).eval()

@@ -220,7 +220,7 @@ def make_pair_batches(
         out.batches = out._shard(_stream_pairs(data, reference, num_pairs, **limits), rank, world_size)
         return out
 
-    text = {"tokenizer": tokenizer, "seq_len": seq_len, "text_column": text_column}
+    text = {"tokenizer": tokenizer, "seq_len": seq_len, "text_column": text_column, "max_length": max_length}
     data = _tokenized(data, "downstream", **text)
     reference = None if reference is None else _tokenized(reference, "reference", **text)
     src = _as_indexable(data, image_processor, num_channels, "downstream", **limits)
@@ -425,12 +425,16 @@ def _check_same_kind(x: Any, y: Any) -> None:
         check_same_length(x.shape[1], y.shape[1])
 
 
-def _tokenized(obj: Any, role: str, tokenizer: Any, seq_len: int | None, text_column: str | None) -> Any:
+def _tokenized(
+    obj: Any, role: str, tokenizer: Any, seq_len: int | None, text_column: str | None, max_length: int | None
+) -> Any:
     """Text (a list of strings, or a data set with a text or ``input_ids`` column) as windows of ``seq_len``
     token ids; anything else unchanged."""
     from .text import DEFAULT_SEQ_LEN
 
     length = DEFAULT_SEQ_LEN if seq_len is None else seq_len
+    if needs_tokenizer(obj, text_column) or (is_hf_dataset(obj) and "input_ids" in obj.column_names):
+        check_max_length(length, max_length, role)  # before tokenizing a corpus for windows the model cannot take
     if isinstance(obj, list | tuple) and obj and all(isinstance(t, str) for t in obj):
         if tokenizer is None:
             raise InvalidInputError(missing_tokenizer_message(role))

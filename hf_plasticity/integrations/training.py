@@ -531,7 +531,8 @@ def new_head(model: nn.Module) -> None:
         for module in model.get_submodule(path).modules():
             if isinstance(module, torch_nn.Linear):
                 torch_nn.init.normal_(module.weight, std=0.02)
-                torch_nn.init.zeros_(module.bias)
+                if module.bias is not None:  # decoders' score heads have none
+                    torch_nn.init.zeros_(module.bias)
 
 
 def _available_pairs(n: int, reference: Any) -> int:

@@ -128,13 +128,28 @@ def _check_heads(model: nn.Module, config: PlasticityConfig, resolved: ResolvedC
     """``modules_to_save`` names must match a module (as PEFT matches them: a path or its last parts)."""
     names = [n for n, _ in model.named_modules() if n]
     unmatched = [h for h in config.modules_to_save if not any(n == h or n.endswith("." + h) for n in names)]
+    # PeftModelForSequenceClassification appends both of its usual head names to every config ("classifier",
+    # "score"); a model has one of them, so the other matching nothing is PEFT's doing, not the user's mistake
+    added = [h for h in _PEFT_SEQ_CLS_HEADS if h in unmatched] if _task(config) == "SEQ_CLS" else []
+    if added and len(added) < len(_PEFT_SEQ_CLS_HEADS):
+        unmatched = [h for h in unmatched if h not in added]
+    else:
+        added = []
     if unmatched:
         raise InvalidInputError(
             f"modules_to_save={config.modules_to_save}: {unmatched} match no module of this model, so the head would "
             f"stay frozen; this model's head is {resolved.head_paths()} (pass modules_to_save=None to train it, or [] "
             "to train no head)"
         )
-    return list(config.modules_to_save)
+    return [h for h in config.modules_to_save if h not in added]
+
+
+_PEFT_SEQ_CLS_HEADS = ("classifier", "score")
+
+
+def _task(config: PlasticityConfig) -> str | None:
+    task = getattr(config, "task_type", None)
+    return None if task is None else str(getattr(task, "value", task))
 
 
 def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], heads: list[str]) -> list[str]:
