@@ -51,6 +51,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_PATH",
         help="image processor (Hub id or folder with preprocessor_config.json) for a checkpoint that ships none",
     )
+    m.add_argument(
+        "--tokenizer",
+        metavar="NAME_OR_PATH",
+        help="text models: tokenizer (Hub id or folder) when the model folder has none (default: the model's own)",
+    )
+    m.add_argument(
+        "--seq-len",
+        type=int,
+        help="text models: tokens per window cut from the text (default: 128, at most what the model takes)",
+    )
+    m.add_argument("--text-column", help="text models: the data sets' text column, when they have several")
     _measure_options(m)
     m.set_defaults(run=_run_measure)
 
@@ -89,7 +100,7 @@ def _run_measure(args: argparse.Namespace) -> int:
     from .data.loaders import load_named_dataset
 
     validate_components(args.components)  # fail before anything is loaded
-    inputs = [args.model, args.data, args.reference, args.image_processor]
+    inputs = [args.model, args.data, args.reference, args.image_processor, args.tokenizer]
     check_output_paths({"--out": args.out, "--plot": args.plot}, inputs=inputs)
     if args.plot is not None:
         figure_format(args.plot, "--plot")
@@ -140,12 +151,14 @@ def _measure_and_print(
     import torch
 
     from .measure.estimator import measure_plasticity
-    from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
+    from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model, load_tokenizer
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     processor_name = getattr(args, "image_processor", None)
     if processor_name is not None:  # named by the user: a bad name fails before the model loads
         processor = load_image_processor(processor_name, required=True)
+    tokenizer_name = getattr(args, "tokenizer", None)
+    tokenizer = None if tokenizer_name is None else load_tokenizer(tokenizer_name, required=True)
     model = load_model(model_name)
     if processor_name is None:
         processor = load_image_processor(model_name)
@@ -160,6 +173,9 @@ def _measure_and_print(
         components=args.components,
         device=device,
         image_processor=processor,
+        tokenizer=tokenizer,
+        seq_len=getattr(args, "seq_len", None),
+        text_column=getattr(args, "text_column", None),
         seed=args.seed,
         progress=not args.no_progress,
         data_name=data_name,

@@ -1,9 +1,10 @@
-"""Loaders for real image data sets that package registries ship, all as ``datasets.Dataset``.
+"""Loaders for real image data sets that package registries ship, and for local text, all as ``datasets.Dataset``.
 
-Every loader returns the same shape of data -- an ``image`` column (``datasets.Image``, grayscale PIL
+Every image loader returns the same shape of data -- an ``image`` column (``datasets.Image``, grayscale PIL
 images) and a ``label`` column (``datasets.ClassLabel`` with real class names) -- so the estimator and the
 finetuning code never care where the data came from, and ``dataset.info`` records its name and origin so a
-report can say which data was used.
+report can say which data was used. Text comes from a local file (``.txt``/``.md``: one row per paragraph;
+``.json``/``.jsonl``: datasets' own reader) or a saved data set with a text column.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from hf_plasticity.data.text import find_text_column, read_text_file
 from hf_plasticity.errors import EmptyDataError, InvalidInputError, MissingDataError
 from hf_plasticity.lookup import check_hub, reject_local_typo
 
@@ -33,6 +35,7 @@ __all__ = [
     "load_fashion_mnist_sample",
     "load_mnist5k",
     "load_named_dataset",
+    "load_text_file",
     "read_fashion_mnist_arrays",
     "read_fashion_mnist_sample_arrays",
     "read_idx",
@@ -329,9 +332,12 @@ def _normalise_columns(dataset: datasets.Dataset, where: str) -> datasets.Datase
         if len(label_cols) == 1:
             dataset = dataset.rename_column(label_cols[0], "label")
     if "image" not in dataset.features and "pixel_values" not in dataset.features:
+        if "input_ids" in dataset.features or find_text_column(dataset, "data", None) is not None:
+            return dataset  # text: a tokenizer cuts it into windows when pairs are planned
         raise InvalidInputError(
-            f"{where} has no image column (columns: {list(dataset.features)}); cast one with "
-            "dataset.cast_column(name, datasets.Image()) (labels are optional: measuring needs only images)"
+            f"{where} has no image or text column (columns: {list(dataset.features)}); cast one with "
+            "dataset.cast_column(name, datasets.Image()) (labels are optional: measuring needs only images), or "
+            "give text models a string column"
         )
     return dataset
 
@@ -373,8 +379,39 @@ def _load_local(path: Path, split: str | None) -> datasets.Dataset:
     return loaded
 
 
+_TEXT_SUFFIXES = {".txt": None, ".md": None, ".json": "json", ".jsonl": "json"}
+
+
+def load_text_file(path: str | os.PathLike[str]) -> datasets.Dataset:
+    """A local text file as a Dataset with a ``text`` column (``.txt``/``.md``: one row per paragraph), or the
+    rows of a ``.json``/``.jsonl`` file read by datasets' own builder, offline."""
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in _TEXT_SUFFIXES:
+        raise InvalidInputError(
+            f"{path} is a file of a kind hf-plasticity does not read ({suffix or 'no suffix'}); pass a text file "
+            f"({', '.join(_TEXT_SUFFIXES)}), a save_to_disk folder, an image folder, a Hub id or one of "
+            f"{available_datasets()}"
+        )
+    builder = _TEXT_SUFFIXES[suffix]
+    if builder is None:
+        rows = read_text_file(path)
+        info = datasets.DatasetInfo(dataset_name=path.name, description=f"paragraphs of {path}")
+        return datasets.Dataset.from_dict({"text": rows}, info=info)
+    counting = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False  # a local file never pings the network
+    try:
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as exc:
+        raise InvalidInputError(f"{path} cannot be read as {suffix[1:]}: {exc}") from exc
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counting
+    dataset.info.dataset_name = path.name
+    return dataset
+
+
 def load_named_dataset(name_or_path: str, split: str | None = None) -> datasets.Dataset:
-    """Resolve a registry name, a local folder or a Hub id to one image/label Dataset.
+    """Resolve a registry name, a local folder or file, or a Hub id to one Dataset (images or text).
 
     Registry names come first so the common cases never touch the network. ``split`` picks a split of a
     folder or Hub data set (Hub default: "test"); among registry names only "fashion-mnist" uses it
@@ -389,11 +426,9 @@ def load_named_dataset(name_or_path: str, split: str | None = None) -> datasets.
         if path.is_dir():
             dataset = _load_local(path, split)
             where = str(path)
-        elif path.exists():
-            raise InvalidInputError(
-                f"{path} is a file; pass a save_to_disk folder, an image folder, a Hub id or one of "
-                f"{available_datasets()}"
-            )
+        elif path.is_file():
+            dataset = load_text_file(path)
+            where = str(path)
         elif _looks_local(key):
             raise MissingDataError(
                 f"no data set at {path}: the folder does not exist. Pass an existing save_to_disk folder or "

@@ -19,7 +19,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..components import AttentionSpec, LinearSpec, ResolvedComponents, resolve_components, validate_components
-from ..data.pairs import is_hf_dataset, make_pair_batches
+from ..data.pairs import is_hf_dataset, make_pair_batches, needs_tokenizer
+from ..data.text import DEFAULT_SEQ_LEN
 from ..errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
 from ..report.report import PlasticityReport, model_metadata
 from ..stats import RateStats, TokenStats
@@ -41,6 +42,9 @@ def measure_plasticity(
     components: list[str] | tuple[str, ...] | None = None,
     device: str | torch.device | None = None,
     image_processor: Any = None,
+    tokenizer: Any = None,
+    seq_len: int | None = None,
+    text_column: str | None = None,
     seed: int = 0,
     keep_rates: bool = True,
     bounds: bool = True,
@@ -55,8 +59,10 @@ def measure_plasticity(
 
     Args:
         model: a transformers model with a registered component map (ViT, DeiT, Dinov2, ...).
-        data: the downstream data: pixel tensor (N, C, H, W), torch DataLoader, or ``datasets.Dataset``
-            with an image column (decoded with ``image_processor``).
+        data: the downstream data: pixel tensor (N, C, H, W), ``input_ids`` tensor (N, L), torch DataLoader
+            (dicts with ``pixel_values`` or ``input_ids``, tuples or tensors), or ``datasets.Dataset`` with an
+            image column (decoded with ``image_processor``) or a text column (cut into windows with
+            ``tokenizer``); a list of strings is text too.
         reference: pretraining-like data supplying x of each pair (y comes from ``data``). Without it,
             pairs are disjoint draws from ``data``.
         protocol: ``"shared"`` (the paper's) or ``"in_situ"``.
@@ -65,6 +71,10 @@ def measure_plasticity(
         components: component types to measure; None measures all five.
         device: where to compute; None uses the model's device. The model is moved there.
         image_processor: decodes ``datasets.Dataset`` images; None loads the model's own when needed.
+        tokenizer: tokenizes text data; None loads the model's own (from its local folder) when needed.
+        seq_len: tokens per window cut from text (default 128, capped by the model's position table); the
+            two sequences of a pair always have one length. ``input_ids`` tensors keep their own length.
+        text_column: the data sets' text column, when they have several string columns.
         seed: seeds the choice of pairs.
         keep_rates: keep every per-pair rate (needed for distribution plots) besides the statistics.
         bounds: compute the paper's theoretical upper bounds from the weights (exact spectral norms; a
@@ -92,6 +102,11 @@ def measure_plasticity(
     num_channels = int(getattr(config, "num_channels", 3))
     if image_processor is None and (_needs_processor(data) or _needs_processor(reference)):
         image_processor = _load_processor(model)
+    if tokenizer is None and (needs_tokenizer(data, text_column) or needs_tokenizer(reference, text_column)):
+        tokenizer = _load_tokenizer(model)
+    vocab_size, max_length = _text_limits(config)
+    if seq_len is None and max_length is not None:
+        seq_len = min(DEFAULT_SEQ_LEN, max_length)
     pairs = make_pair_batches(
         data,
         reference,
@@ -104,6 +119,11 @@ def measure_plasticity(
         reference_name=reference_name,
         rank=shard.rank,
         world_size=shard.world_size,
+        tokenizer=tokenizer,
+        seq_len=seq_len,
+        text_column=text_column,
+        vocab_size=vocab_size,
+        max_length=max_length,
     )
     if device is not None:
         model.to(dev)
@@ -638,7 +658,29 @@ def _resolve(model: nn.Module) -> ResolvedComponents:
 
 
 def _needs_processor(obj: Any) -> bool:
-    return is_hf_dataset(obj) and "pixel_values" not in obj.column_names
+    return is_hf_dataset(obj) and "pixel_values" not in obj.column_names and not needs_tokenizer(obj)
+
+
+def _load_tokenizer(model: nn.Module) -> Any:
+    """The tokenizer saved beside the model, or None (the data layer then names the fix)."""
+    from transformers import AutoTokenizer
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    if not name:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _text_limits(config: Any) -> tuple[int | None, int | None]:
+    """The vocabulary size and the longest sequence of a text model's config (None, None for an image model)."""
+    vocab = getattr(config, "vocab_size", None)
+    if not isinstance(vocab, int):
+        return None, None
+    longest = getattr(config, "max_position_embeddings", None)
+    return vocab, longest if isinstance(longest, int) and longest > 0 else None
 
 
 def _load_processor(model: nn.Module) -> Any:

@@ -129,25 +129,31 @@ def trainable_cost(module: nn.Module, config: PlasticityConfig) -> int:
 
 
 def _check_heads(model: nn.Module, config: PlasticityConfig, resolved: ResolvedComponents) -> list[str]:
-    """``modules_to_save`` names must match a module (as PEFT matches them: a path or its last parts).
-
-    With ``task_type="SEQ_CLS"`` PEFT itself adds both of its classifier names (``classifier``, ``score``) to
-    every config; the one the model lacks is PEFT's default, not the user's mistake, and is dropped.
-    """
+    """``modules_to_save`` names must match a module (as PEFT matches them: a path or its last parts)."""
     names = [n for n, _ in model.named_modules() if n]
-    peft_defaults = {"classifier", "score"} if str(getattr(config, "task_type", "") or "") == "SEQ_CLS" else set()
-
-    def matches(h: str) -> bool:
-        return any(n == h or n.endswith("." + h) for n in names)
-
-    unmatched = [h for h in config.modules_to_save if not matches(h) and h not in peft_defaults]
+    unmatched = [h for h in config.modules_to_save if not any(n == h or n.endswith("." + h) for n in names)]
+    # PeftModelForSequenceClassification appends both of its usual head names to every config ("classifier",
+    # "score"); a model has one of them, so the other matching nothing is PEFT's doing, not the user's mistake
+    added = [h for h in _PEFT_SEQ_CLS_HEADS if h in unmatched] if _task(config) == "SEQ_CLS" else []
+    if added and len(added) < len(_PEFT_SEQ_CLS_HEADS):
+        unmatched = [h for h in unmatched if h not in added]
+    else:
+        added = []
     if unmatched:
         raise InvalidInputError(
             f"modules_to_save={config.modules_to_save}: {unmatched} match no module of this model, so the head would "
             f"stay frozen; this model's head is {resolved.head_paths()} (pass modules_to_save=None to train it, or [] "
             "to train no head)"
         )
-    return list(dict.fromkeys(h for h in config.modules_to_save if matches(h)))
+    return list(dict.fromkeys(h for h in config.modules_to_save if h not in added))
+
+
+_PEFT_SEQ_CLS_HEADS = ("classifier", "score")
+
+
+def _task(config: PlasticityConfig) -> str | None:
+    task = getattr(config, "task_type", None)
+    return None if task is None else str(getattr(task, "value", task))
 
 
 def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], heads: list[str]) -> list[str]:
