@@ -23,10 +23,10 @@ THEORETICAL_RANKING: tuple[str, ...] = ("mha", "ffn_fc1", "ffn_fc2", "ffn_norm",
 """The paper's theoretical ranking of component types, most plastic first."""
 
 COMPONENT_DESCRIPTIONS: dict[str, str] = {
-    "attn_norm": "LayerNorm before attention",
-    "mha": "multi-head self-attention",
-    "ffn_norm": "LayerNorm before the MLP",
-    "ffn_fc1": "first MLP linear (the linear map alone, before the activation)",
+    "attn_norm": "norm of the attention sublayer (LayerNorm or RMSNorm; before attention in pre-norm blocks)",
+    "mha": "multi-head self-attention (without the residual add)",
+    "ffn_norm": "norm of the MLP sublayer (before the MLP in pre-norm blocks)",
+    "ffn_fc1": "first MLP linear(s), the linear map alone before the activation (gate and up stacked if gated)",
     "ffn_fc2": "second MLP linear",
 }
 

@@ -159,7 +159,8 @@ def _head_terms(resolved: ResolvedComponents, layer: int, spec: AttentionSpec) -
             "AttentionSpec.projections, or AttentionSpec.bound to the reason there is none"
         )
     try:
-        mats = [live_weight(resolved.sub(layer, n)).detach().float() for n in spec.projections]
+        block = resolved.module(resolved.layer_path(layer))
+        mats = [live_weight(_live_submodule(block, n)).detach().float() for n in spec.projections]
     except AttributeError as exc:
         raise UnsupportedModelError(
             f"layer {layer} lacks the projections {spec.projections} that the {resolved.map.family!r} component map "
@@ -172,7 +173,7 @@ def _head_terms(resolved: ResolvedComponents, layer: int, spec: AttentionSpec) -
         wo = mats[3]
     else:
         wq, wk, wv, wo = mats
-    num_heads = _num_heads(resolved, resolved.component(layer, "mha"))
+    num_heads = _num_heads(resolved, live_module(resolved.component(layer, "mha")))
     dh = wq.shape[0] // num_heads
 
     def per_head_rows(w: torch.Tensor) -> torch.Tensor:  # (heads, d_h, d): row block h maps a token to head h
@@ -188,6 +189,15 @@ def _head_terms(resolved: ResolvedComponents, layer: int, spec: AttentionSpec) -
     root = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(1, 2)
     qk = top_eigenvalues(root @ gk @ root).sqrt() / dh**0.5
     return torch.stack([ov, qk], dim=-1).cpu().numpy()
+
+
+def _live_submodule(root: nn.Module, path: str) -> nn.Module:
+    """``root.get_submodule(path)``, seen through plasticity adapter layers at every step (a wrapped attention
+    block keeps its projections inside the active adapter's module, not under its own path)."""
+    module = live_module(root)
+    for part in path.split("."):
+        module = live_module(getattr(module, part))
+    return module
 
 
 def _num_heads(resolved: ResolvedComponents, attention: nn.Module) -> int:

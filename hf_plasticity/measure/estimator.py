@@ -58,7 +58,8 @@ def measure_plasticity(
     """Measure the plasticity of every component of every layer of ``model``.
 
     Args:
-        model: a transformers model with a registered component map (ViT, DeiT, Dinov2, ...).
+        model: a transformers model with a registered component map (``hf-plasticity list``: ViT-like vision
+            encoders, the CLIP/SigLIP vision towers, BERT/RoBERTa, GPT-2, Llama, Mistral, Qwen2/3, Gemma).
         data: the downstream data: pixel tensor (N, C, H, W), ``input_ids`` tensor (N, L), torch DataLoader
             (dicts with ``pixel_values`` or ``input_ids``, tuples or tensors), or ``datasets.Dataset`` with an
             image column (decoded with ``image_processor``) or a text column (cut into windows with
