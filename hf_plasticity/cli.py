@@ -212,10 +212,16 @@ def _run_show(args: argparse.Namespace) -> int:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from .components import COMPONENT_DESCRIPTIONS
+    from .components import COMPONENT_DESCRIPTIONS, registered_maps
     from .data.loaders import available_datasets
 
     print("model types: " + ", ".join(registered_model_types()))
+    print("families (module paths relative to a block):")
+    for cmap in registered_maps():
+        blocks = ".".join(p for p in (cmap.tower, cmap.layers) if p)
+        print(f"  {cmap.family} [{', '.join(cmap.model_types)}]: blocks {blocks}.{{i}}, input {cmap.inputs}")
+        for comp, text in cmap.module_table():
+            print(f"    {comp:<10} {text}")
     print("components:")
     for name in COMPONENTS:
         print(f"  {name:<10} {COMPONENT_DESCRIPTIONS[name]}")

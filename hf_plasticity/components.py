@@ -170,17 +170,41 @@ class ComponentMap:
                 specs.update(override)
         return specs
 
-    def describe(self) -> str:
-        """One line per component type: its module path(s) and kind (``hf-plasticity list``, the README)."""
-        lines = []
+    def module_table(self) -> list[tuple[str, str]]:
+        """``(component, its module paths and kind)`` per component type, variants included, for people
+        (``hf-plasticity list``, the README's table)."""
+        rows = []
         for comp in COMPONENTS:
             spec = self.components[comp]
-            text = " + ".join(spec.paths)
+            text = f"{' + '.join(spec.paths)} ({_kind(spec)})"
             for flag, override in self.variants.items():
-                if comp in override and override[comp].paths != spec.paths:
-                    text += f" ({flag}: {' + '.join(override[comp].paths)})"
-            lines.append(f"{comp}: {text}")
-        return "; ".join(lines)
+                other = override.get(comp)
+                if other is None or (other.paths, _kind(other)) == (spec.paths, _kind(spec)):
+                    continue
+                where = "" if other.paths == spec.paths else f"{' + '.join(other.paths)} "
+                text += f"; with {flag}: {where}({_kind(other)})"
+            rows.append((comp, text))
+        return rows
+
+    def describe(self) -> str:
+        """One line: where the family's blocks are and what each component is."""
+        where = f"blocks {_join(self.tower or '', self.layers)}, input {self.inputs}"
+        return f"{where}; " + "; ".join(f"{c}: {t}" for c, t in self.module_table())
+
+
+def _kind(spec: ComponentSpec) -> str:
+    if isinstance(spec, NormSpec):
+        name = "LayerNorm" if spec.kind == "layernorm" else "RMSNorm"
+        return name + (f", gain {spec.gain_offset:g} + w" if spec.gain_offset else "")
+    if isinstance(spec, LinearSpec):
+        what = "stacked linears" if spec.stacked else "linear"
+        return what + (", Conv1D" if spec.transposed else "")
+    assert isinstance(spec, AttentionSpec)
+    parts = ["attention"]
+    if spec.output:
+        parts.append("then its output projection")
+    parts.append("paper's bound" if spec.bound is None else "no bound")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import get_peft_model
-from transformers import BertConfig, BertForSequenceClassification, TrainerControl, TrainerState
+from transformers import SwinConfig, SwinForImageClassification, TrainerControl, TrainerState
 
 from hf_plasticity import InvalidInputError, PlasticityConfig, UnsupportedModelError, measure_plasticity
 from hf_plasticity.integrations.callbacks import PlasticityCallback
@@ -133,11 +133,11 @@ def test_bad_pairs_fail_at_train_begin_before_any_step(tmp_path: Path, name: str
 
 
 def test_model_without_component_map_fails_at_train_begin(tmp_path: Path) -> None:
-    bert = BertForSequenceClassification(
-        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    swin = SwinForImageClassification(
+        SwinConfig(embed_dim=8, depths=[1], num_heads=[2], image_size=16, patch_size=4, window_size=2)
     )
     with pytest.raises(UnsupportedModelError, match="register_component_map"):
-        _begin(PlasticityCallback(), bert, tmp_path)
+        _begin(PlasticityCallback(), swin, tmp_path)
 
 
 def test_peft_wrapped_model_is_watched_through_its_base(tmp_path: Path) -> None:

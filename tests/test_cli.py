@@ -11,6 +11,7 @@ from transformers import ViTImageProcessor
 
 from hf_plasticity import COMPONENTS, PlasticityReport
 from hf_plasticity.cli import main
+from hf_plasticity.components import registered_maps
 
 from .conftest import IMAGE_SIZE, TINY_MODELS
 
@@ -69,6 +70,13 @@ def test_list(capsys) -> None:
     printed = capsys.readouterr().out
     for name in ("vit", "deit", "dinov2", *COMPONENTS, "digits", "fashion-mnist-sample"):
         assert name in printed
+    lines = printed.splitlines()
+    for cmap in registered_maps():  # every family, with its blocks and each component's module paths
+        start = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{cmap.family} ["))
+        assert cmap.layers in lines[start]
+        for offset, comp in enumerate(COMPONENTS, start=1):
+            assert lines[start + offset].split()[0] == comp
+            assert " + ".join(cmap.components[comp].paths) in lines[start + offset]
 
 
 @pytest.mark.parametrize(

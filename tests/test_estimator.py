@@ -25,6 +25,7 @@ from hf_plasticity import (
     measure_plasticity,
     resolve_components,
 )
+from hf_plasticity.measure.estimator import model_inputs
 
 from .conftest import IMAGE_SIZE, TINY, pixels
 
@@ -347,3 +348,19 @@ def test_weight_check_is_exact_even_when_the_fast_sum_overflows(values: list[flo
     from hf_plasticity.measure.estimator import _all_finite
 
     assert _all_finite(torch.tensor(values, dtype=torch.float32)) is finite
+
+
+@pytest.mark.parametrize(
+    ("x", "key", "dtype"),
+    [
+        (torch.zeros(2, 3, 4, 4), "pixel_values", torch.float32),
+        (torch.zeros(2, 5, dtype=torch.long), "input_ids", torch.long),
+        ({"input_ids": torch.zeros(2, 5, dtype=torch.long)}, "input_ids", torch.long),
+    ],
+    ids=["pixels", "token-ids", "dict"],
+)
+def test_model_inputs_contract(x: object, key: str, dtype: torch.dtype) -> None:
+    """A pair batch side is pixels (float), token ids (integer) or a dict of forward keywords; [x; y] joins them."""
+    inputs = model_inputs(x, x)
+    assert list(inputs) == [key]
+    assert inputs[key].dtype == dtype and inputs[key].shape[0] == 4

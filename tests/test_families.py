@@ -499,3 +499,74 @@ def test_a_dinov2_variant_the_map_does_not_describe_is_not_called_a_wrapper() ->
     with pytest.raises(UnsupportedModelError, match=r"no module 'dinov2\.encoder\.layer\.0\.mlp\.fc1'") as err:
         measure_plasticity(model, _inputs(ROWS["dinov2"], 4, 0), progress=False)
     assert "wraps" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------- tuner
+TASK_TYPES = {"bert": "SEQ_CLS", "roberta": "SEQ_CLS"}
+TASK_TYPES |= {f: "CAUSAL_LM" for f in ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma")}
+
+
+def _outputs(row: Row, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from peft import PeftModel
+
+    target = model.get_base_model() if isinstance(model, PeftModel) else model
+    with torch.no_grad():
+        if row.tower:
+            return target.get_submodule(row.tower)(pixel_values=x)[0]
+        out = target(**({"input_ids": x} if row.text else {"pixel_values": x}))
+    return out.logits if getattr(out, "logits", None) is not None else out[0]
+
+
+def _expected_heads(model: nn.Module) -> list[str]:
+    """The task head the paper trains anew: a classifier/score layer, or an LM head not tied to the embeddings."""
+    names = dict(model.named_modules())
+    heads = [h for h in ("classifier", "score") if h in names]
+    lm = names.get("lm_head")
+    if lm is not None and lm.weight is not model.get_input_embeddings().weight:
+        heads.append("lm_head")
+    return heads
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+@pytest.mark.parametrize("family", sorted(ROWS))
+def test_tune_save_load_merge_unload(family: str, mode: str, tmp_path) -> None:
+    """get_peft_model trains every module of the selected components (both of a stacked gate/up, attention
+    and its separate output projection) plus the family's head; save, load, merge and unload are exact."""
+    from peft import PeftModel, get_peft_model
+
+    from hf_plasticity import PlasticityConfig
+
+    row = ROWS[family]
+    x = _inputs(row, 2, seed=5)
+    base_out = _outputs(row, row.make(), x)
+    config = PlasticityConfig(
+        components=["mha", "ffn_fc1"], keep_original=True, mode=mode, task_type=TASK_TYPES.get(family)
+    )
+    peft_model = get_peft_model(row.make(), config)
+    saved = peft_model.peft_config["default"]
+    blocks = row.blocks
+    wanted = {f"{blocks}.{i}.{p}" for i in range(2) for c in ("mha", "ffn_fc1") for p in row.parts[c]}
+    assert set(saved.selected_modules) == wanted
+    names = dict(row.make().named_modules())  # (with SEQ_CLS, PEFT adds both its head names; one exists)
+    assert sorted(h for h in saved.modules_to_save or [] if h in names) == sorted(_expected_heads(row.make()))
+    with torch.no_grad():  # stands for training: move every trainable weight
+        for p in peft_model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    tuned = _outputs(row, peft_model, x)
+    assert not torch.allclose(tuned, base_out)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    loaded = PeftModel.from_pretrained(row.make(), tmp_path / "adapter")
+    torch.testing.assert_close(_outputs(row, loaded, x), tuned, rtol=0, atol=0)
+    unloaded = PeftModel.from_pretrained(row.make(), tmp_path / "adapter").unload()
+    fresh = row.make().state_dict()
+    heads = tuple(f"{h}." for h in _expected_heads(row.make()))  # PEFT's unload keeps the trained head copy
+    for name, value in unloaded.state_dict().items():
+        if not name.startswith(heads):
+            assert torch.equal(value, fresh[name]), name
+    merged = loaded.merge_and_unload()
+    assert type(merged) is type(row.make())
+    if mode == "full":  # the trained modules swapped in: identical
+        torch.testing.assert_close(_outputs(row, merged, x), tuned, rtol=0, atol=0)
+    else:  # W + BA folded into W: float rounding
+        torch.testing.assert_close(_outputs(row, merged, x), tuned, rtol=1e-4, atol=1e-4)

@@ -12,7 +12,7 @@ import torch
 from peft import PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from torch import nn
-from transformers import BertConfig, BertModel, Trainer, TrainingArguments
+from transformers import SwinConfig, SwinModel, Trainer, TrainingArguments
 
 from hf_plasticity import (
     InPlaceAdapterError,
@@ -390,9 +390,9 @@ def test_selections_that_match_nothing(tiny_vit: nn.Module, kwargs: dict, match:
 
 
 def test_model_without_component_map() -> None:
-    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    swin = SwinModel(SwinConfig(embed_dim=8, depths=[1], num_heads=[2], image_size=16, patch_size=4, window_size=2))
     with pytest.raises(UnsupportedModelError, match="register_component_map"):
-        get_peft_model(bert, PlasticityConfig())
+        get_peft_model(swin, PlasticityConfig())
 
 
 def test_report_of_another_architecture(tiny_vit: nn.Module) -> None:

@@ -86,9 +86,9 @@ class PlasticityCallback(TrainerCallback):
         for comp in self.components:
             tracked = [
                 t
-                for layer in range(resolved.num_layers)
-                for m in resolved.component_modules(layer, comp)
-                for t in _tracked(m)
+                for name in resolved.paths[comp]
+                for path in resolved.modules_of(name)
+                for t in _tracked(base.get_submodule(path))
             ]
             if tracked:
                 self._groups[comp] = tracked

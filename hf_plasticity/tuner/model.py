@@ -24,6 +24,7 @@ from peft.tuners.tuners_utils import (
     check_target_module_exists,
 )
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ..components import resolve_components
 from ..errors import AdapterLoadError, InvalidInputError
@@ -182,7 +183,7 @@ class PlasticityModel(BaseTuner):
         current_key: str,
         **kwargs: Any,
     ) -> None:
-        lora = peft_config.mode == "lora" and isinstance(target, nn.Linear | LoraLayer)
+        lora = peft_config.mode == "lora" and isinstance(target, nn.Linear | LoraLayer | Conv1D)
         if lora and isinstance(target, LoraLayer):
             target.update_layer(adapter_name, peft_config.r, peft_config.lora_alpha, config=_lora_config(peft_config))
             return
@@ -198,9 +199,11 @@ class PlasticityModel(BaseTuner):
             new: nn.Module = LoraLinear(
                 target,
                 adapter_name,
-                config=_lora_config(peft_config),
+                # GPT-2's Conv1D stores its weight in x out: LoRA must know to transpose its update
+                config=_lora_config(peft_config, fan_in_fan_out=isinstance(target, Conv1D)),
                 r=peft_config.r,
                 lora_alpha=peft_config.lora_alpha,
+                is_target_conv_1d_layer=isinstance(target, Conv1D),
             )
         else:
             new = PlasticityLayer(
@@ -223,6 +226,11 @@ class PlasticityModel(BaseTuner):
                 weight = next(new_module.get_base_layer().parameters(), None)
                 if weight is not None and weight.device.type != "meta":
                     new_module.plasticity_modules.to(weight.device)
+            return
+        if not hasattr(new_module, "base_layer") and not isinstance(getattr(new_module, "weight", None), torch.Tensor):
+            # a head that is a block, not a linear (RoBERTa's dense + out_proj), handed back by unload(): PEFT's
+            # version would copy a .weight it does not have
+            setattr(parent, child_name, new_module)
             return
         super()._replace_module(parent, child_name, new_module, child)
 
@@ -286,7 +294,7 @@ def _shape_text(shape: dict[str, int]) -> str:
 
 def _modules_in_state_dict(model: nn.Module, state_dict: dict[str, Any]) -> set[str]:
     """The modules a saved adapter wraps, from its keys: before a container/LoRA factor, else a component path."""
-    components = {path for _, _, path in resolve_components(model).iter_modules()}
+    components = {path for _, _, path in resolve_components(model).iter_module_paths()}
     found = set()
     for key in state_dict:
         key = key.removeprefix("_orig_mod.").removeprefix("base_model.model.")
@@ -321,7 +329,7 @@ def _check_shapes(module: nn.Module, state_dict: dict, prefix: str, *args: Any) 
     )
 
 
-def _lora_config(config: PlasticityConfig) -> LoraConfig:
+def _lora_config(config: PlasticityConfig, fan_in_fan_out: bool = False) -> LoraConfig:
     """The LoRA settings PEFT's LoRA layers read, taken from the plasticity config."""
     return LoraConfig(
         r=config.r,
@@ -329,4 +337,5 @@ def _lora_config(config: PlasticityConfig) -> LoraConfig:
         lora_dropout=config.lora_dropout,
         target_modules=list(config.target_modules or []),
         inference_mode=config.inference_mode,
+        fan_in_fan_out=fan_in_fan_out,
     )

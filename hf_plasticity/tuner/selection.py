@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ..components import COMPONENTS, ResolvedComponents, rank_components, resolve_components
 from ..errors import InvalidInputError
@@ -62,10 +63,12 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
         chosen = _fill_budget(model, config, scored, heads)
     if not chosen:
         raise InvalidInputError(f"the {rule} rule selected no module (layers {sorted(layers)}); widen the selection")
+    # a component made of several modules (stacked gate/up, attention + its output projection) trains them all
+    expand = resolved.modules_of
     return Selection(
-        modules=chosen,
-        scores={p: scores[p] for p in chosen if p in scores},
-        components={p: candidates[p] for p in chosen},
+        modules=[m for p in chosen for m in expand(p)],
+        scores={m: scores[p] for p in chosen if p in scores for m in expand(p)},
+        components={m: candidates[p] for p in chosen for m in expand(p)},
         heads=heads,
     )
 
@@ -78,16 +81,17 @@ def lora_targets(model: nn.Module, modules: list[str]) -> list[str]:
     from peft.tuners.lora.layer import LoraLayer
 
     targets = []
+    linear = (nn.Linear, LoraLayer, Conv1D)
     for path in modules:
         module = model.get_submodule(path)
-        if isinstance(module, nn.Linear | LoraLayer):
+        if isinstance(module, linear):
             targets.append(path)
             continue
         found: list[str] = []
         for name, sub in module.named_modules():
             if not name or any(name.startswith(f + ".") for f in found):
                 continue
-            if isinstance(sub, nn.Linear | LoraLayer):
+            if isinstance(sub, linear):
                 found.append(name)
         targets.extend([f"{path}.{n}" for n in found] or [path])
     return targets
@@ -118,10 +122,10 @@ def trainable_cost(module: nn.Module, config: PlasticityConfig) -> int:
     """Parameters that training ``module`` adds: all of them (full), or its LoRA factors (lora)."""
     if config.mode == "full":
         return base_parameter_count(module)
-    linears = [m for m in base_modules(module) if isinstance(m, nn.Linear)]
+    linears = [m for m in base_modules(module) if isinstance(m, nn.Linear | Conv1D)]
     if not linears:
         return base_parameter_count(module)
-    return sum(config.r * (m.in_features + m.out_features) for m in linears)
+    return sum(config.r * sum(m.weight.shape) for m in linears)
 
 
 def _check_heads(model: nn.Module, config: PlasticityConfig, resolved: ResolvedComponents) -> list[str]:
@@ -141,7 +145,7 @@ def _check_heads(model: nn.Module, config: PlasticityConfig, resolved: ResolvedC
             f"stay frozen; this model's head is {resolved.head_paths()} (pass modules_to_save=None to train it, or [] "
             "to train no head)"
         )
-    return [h for h in config.modules_to_save if h not in added]
+    return list(dict.fromkeys(h for h in config.modules_to_save if h not in added))
 
 
 _PEFT_SEQ_CLS_HEADS = ("classifier", "score")
@@ -163,17 +167,22 @@ def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], 
         )
     used, chosen = head_cost, []
     for path in scored:
-        cost = trainable_cost(model.get_submodule(path), config)
+        cost = _component_cost(model, path, config)
         if used + cost <= allowance:
             chosen.append(path)
             used += cost
     if not chosen:
-        smallest = min((trainable_cost(model.get_submodule(p), config) for p in scored), default=0)
+        smallest = min((_component_cost(model, p, config) for p in scored), default=0)
         raise InvalidInputError(
             f"budget={config.budget} ({int(allowance)} parameters, {head_cost} taken by the head) fits no module; "
             f"the smallest needs {smallest}: raise the budget"
         )
     return chosen
+
+
+def _component_cost(model: nn.Module, name: str, config: PlasticityConfig) -> int:
+    """What training a component costs: the sum over the modules its name stands for (``a+b``)."""
+    return sum(trainable_cost(model.get_submodule(p), config) for p in ResolvedComponents.modules_of(name))
 
 
 def _layers(config: PlasticityConfig, resolved: ResolvedComponents) -> set[int]:
