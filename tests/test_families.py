@@ -64,6 +64,8 @@ def _build(
                     p.mul_(qk_scale)
                 if any(e in name for e in ("embed_tokens", "wte")):
                     p.mul_(embed_scale)
+                if "relative_position_bias_table" in name:  # zero at initialisation: give it a visible effect
+                    p.normal_(0.0, 2.0)
         return model
 
     return make
@@ -147,6 +149,12 @@ ROWS: dict[str, Row] = {
     "vit_msn": Row(_vision(T.ViTMSNForImageClassification, T.ViTMSNConfig), "vit.layers", VIT_PARTS, VIT_ATTN),
     "ijepa": Row(_vision(T.IJepaForImageClassification, T.IJepaConfig), "ijepa.layers", VIT_PARTS, VIT_ATTN),
     "beit": Row(_vision(T.BeitForImageClassification, T.BeitConfig), "beit.layers", VIT_PARTS, VIT_ATTN),
+    "beit-relative-bias": Row(
+        _vision(T.BeitForImageClassification, T.BeitConfig, use_relative_position_bias=True),
+        "beit.layers",
+        VIT_PARTS,
+        {**VIT_ATTN, "bias": "captured"},
+    ),
     "data2vec-vision": Row(
         _vision(T.Data2VecVisionForImageClassification, T.Data2VecVisionConfig),
         "data2vec_vision.encoder.layer",
@@ -284,7 +292,9 @@ def _default_rope(config: Any, n: int, dh: int) -> tuple[torch.Tensor, torch.Ten
     return emb.cos(), emb.sin()
 
 
-def _attention(block: nn.Module, spec: dict[str, Any], x: torch.Tensor, heads: int, rope: Any) -> torch.Tensor:
+def _attention(
+    block: nn.Module, spec: dict[str, Any], x: torch.Tensor, heads: int, rope: Any, bias: Any = None
+) -> torch.Tensor:
     """softmax(Q K^T / sqrt(d_h) + mask) V, then the output projection; x is (n, d)."""
     conv = "qkv" in spec
     if conv:
@@ -308,18 +318,22 @@ def _attention(block: nn.Module, spec: dict[str, Any], x: torch.Tensor, heads: i
     k = k.repeat_interleave(heads // kv_heads, dim=0)
     v = v.repeat_interleave(heads // kv_heads, dim=0)
     scores = q @ k.transpose(1, 2) / math.sqrt(dh)
+    if bias is not None:  # BEiT's relative position bias, the one this layer computes, added to the scores
+        scores = scores + bias.double().reshape(heads, n, n)
     if spec.get("causal"):
         scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), -math.inf)
     out = (scores.softmax(-1) @ v).transpose(0, 1).reshape(n, heads * dh)
     return _linear(block.get_submodule(spec["o"]), out, conv)
 
 
-def _component(row: Row, block: nn.Module, comp: str, heads: int, rope: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def _component(
+    row: Row, block: nn.Module, comp: str, heads: int, rope: Any, bias: Any = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
     parts = [block.get_submodule(p) for p in row.parts[comp]]
     if comp in ("attn_norm", "ffn_norm"):
         return lambda x: _norm(parts[0], x, *row.norm)
     if comp == "mha":
-        return lambda x: _attention(block, row.attention, x, heads, rope)
+        return lambda x: _attention(block, row.attention, x, heads, rope, bias)
 
     def linear(x: torch.Tensor) -> torch.Tensor:
         width = _in_width(parts[0], row.conv)
@@ -362,6 +376,8 @@ def brute_force(row: Row, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pr
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             if key == "rope":
                 seen[key] = kwargs["position_embeddings"]
+            elif isinstance(key, tuple) and key[0] == "bias":
+                seen[key] = kwargs["attention_mask"].detach()
             else:
                 seen[key] = (args[0] if args else kwargs["hidden_states"]).detach().double()[0]
 
@@ -372,6 +388,9 @@ def brute_force(row: Row, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pr
         first_attention = blocks[0].get_submodule(row.parts["mha"][0])
         handles.append(first_attention.register_forward_pre_hook(grab("rope"), with_kwargs=True))
     for layer, block in enumerate(blocks):
+        if row.attention.get("bias") == "captured":
+            attention = block.get_submodule(row.parts["mha"][0])
+            handles.append(attention.register_forward_pre_hook(grab(("bias", layer)), with_kwargs=True))
         for comp in COMPONENTS:
             module = block.get_submodule(row.parts[comp][0])
             handles.append(module.register_forward_pre_hook(grab((layer, comp)), with_kwargs=True))
@@ -392,7 +411,7 @@ def brute_force(row: Row, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pr
                     rope = (cos.double().reshape(-1, cos.shape[-1]), sin.double().reshape(-1, sin.shape[-1]))
                 for layer, block in enumerate(blocks):
                     for c, comp in enumerate(COMPONENTS):
-                        f = _component(row, block, comp, heads, rope)
+                        f = _component(row, block, comp, heads, rope, sx.get(("bias", layer)))
                         a, b = (sx["z"], sy["z"]) if protocol == "shared" else (sx[layer, comp], sy[layer, comp])
                         out[i, layer, c] = _frob(f(a) - f(b)) / _frob(a - b)
     finally:
@@ -416,7 +435,14 @@ def test_estimator_equals_the_definition(family: str, protocol: str) -> None:
 
 @pytest.mark.parametrize(
     ("family", "change"),
-    [("llama", "causal"), ("llama", "rope"), ("gpt2", "causal"), ("qwen3", "qk_norm"), ("dinov3_vit", "rope")],
+    [
+        ("llama", "causal"),
+        ("llama", "rope"),
+        ("gpt2", "causal"),
+        ("qwen3", "qk_norm"),
+        ("dinov3_vit", "rope"),
+        ("beit-relative-bias", "bias"),
+    ],
 )
 def test_a_wrong_mask_or_rotary_would_show(family: str, change: str) -> None:
     """The rows' attention scores spread: dropping the mask, the rotary embedding or q/k norms from the
@@ -458,7 +484,7 @@ def test_bounds_from_the_definition(family: str, tmp_path) -> None:
                 w = torch.cat([(p.weight.T if row.conv else p.weight).detach().double() for p in parts])
                 assert bound == pytest.approx(float(torch.linalg.matrix_norm(w, ord=2)), rel=1e-6)
                 assert np.all(report.rates[:, layer, c] <= bound * (1 + 1e-5))
-            elif family in BOUNDED_ATTENTION and "bias" not in family:
+            elif family in BOUNDED_ATTENTION:
                 assert np.isfinite(bound) and np.all(report.rates[:, layer, c] <= bound)
     mha = COMPONENTS.index("mha")
     loaded = type(report).load(report.save(tmp_path / "r.json"))
