@@ -15,8 +15,8 @@ from peft.config import PeftConfig
 
 from ..components import COMPONENTS, THEORETICAL_RANKING, validate_components
 from ..errors import InvalidInputError
-from ..report import PlasticityReport
-from .registration import PLASTICITY, ensure_peft_type
+from ..report.report import PlasticityReport
+from .peft_type import PLASTICITY, ensure_peft_type
 
 RULES = ("top_k", "budget", "threshold", "components")
 SIGNALS = ("auto", "measured", "theory")
@@ -150,7 +150,7 @@ class PlasticityConfig(PeftConfig):
         self.scores, source = _normalise_scores(self.scores, self.signal)
         self.score_source = self.score_source or source
         # The measured report itself, not a dataclass field (so not in adapter_config.json): model cards
-        # (hf_plasticity.cards) show its intervals and figure, and save it beside the adapter.
+        # (hf_plasticity.integrations.cards) show its intervals and figure, and save it beside the adapter.
         self._report: PlasticityReport | None = report
 
     def _check_types(self) -> None:
