@@ -32,13 +32,14 @@ with tarfile.open(sdist) as tar:
 with zipfile.ZipFile(wheel) as whl:
     wheel_names = set(whl.namelist())
     metadata = next(whl.read(n).decode() for n in wheel_names if n.endswith(".dist-info/METADATA"))
+dist_info = next(n.split("/", 1)[0] for n in wheel_names if n.endswith(".dist-info/METADATA"))
 needed = {
     "sdist": (sdist_names, ["LICENSE", "hf_plasticity/assets/LICENSES.md", "hf_plasticity/assets/digits.npz"]),
     "wheel": (
         wheel_names,
         [
-            "hf_plasticity-0.1.0.dist-info/licenses/LICENSE",
-            "hf_plasticity-0.1.0.dist-info/licenses/hf_plasticity/assets/LICENSES.md",
+            f"{dist_info}/licenses/LICENSE",
+            f"{dist_info}/licenses/hf_plasticity/assets/LICENSES.md",
             "hf_plasticity/assets/LICENSES.md",
             "hf_plasticity/assets/digits.npz",
             "hf_plasticity/assets/vit-fashion-mnist/model.safetensors",

@@ -178,7 +178,7 @@ def test_reproduce_extra_is_declared_and_installed_by_the_test_extra() -> None:
 
 def test_card_templates_need_jinja2_declared() -> None:
     # huggingface_hub's ModelCard.from_template renders them with jinja2, which huggingface_hub does not require
-    assert sorted((PACKAGE / "templates").glob("*.j2")), "the package ships Jinja card templates"
+    assert sorted(PACKAGE.rglob("*.j2")), "the package ships Jinja card templates"
     assert "jinja2" in CORE
 
 
