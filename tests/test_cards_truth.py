@@ -208,3 +208,9 @@ def test_metadata_of_an_80_layer_model_stays_small_and_loads(source: str, tmp_pa
     )
     body_rows = [line for line in text.split("<details>")[1].splitlines() if re.match(r"\| \d+ \|", line)]
     assert [int(row.split(" | ")[0].strip("| ")) for row in body_rows] == list(range(80))  # full table, collapsed
+
+
+def test_a_config_not_yet_applied_claims_no_module_count(report) -> None:
+    card = build_model_card(PlasticityConfig.from_report(report, top_k=1))
+    assert card.data.plasticity["trained"] == {"modules": None, "components": {"mha": None}}
+    assert "trains the modules chosen by the `top_k` rule" in card.text and "None" not in card.text

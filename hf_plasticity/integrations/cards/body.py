@@ -25,16 +25,16 @@ def summary(block: dict[str, Any], base_model: str | None, local: bool, is_adapt
     sel, by = block["selection"], block["selected_by"]
     share = block.get("trainable_share")
     tail = f" Mode `{sel['mode']}`" + (f", {share:.2%} of the parameters trainable." if share is not None else ".")
-    n = block["trained"]["modules"]
+    n = _modules(block)
     if by == NAMED:
         names = ", ".join(f"`{c}`" for c in sel["value"])
         told = f"the component types it was told to train ({names})"
-        return f"A finetune of {base} that trains {told}: {n} module(s).{tail}"
-    head = f"A finetune of {base} that trains {n} module(s) chosen by the `{sel['rule']}` rule from "
+        return f"A finetune of {base} that trains {told}: {n}.{tail}"
+    head = f"A finetune of {base} that trains {n} chosen by the `{sel['rule']}` rule from "
     if by == MEASURED:
         return (
             f"A finetune of {base} that trains only its most plastic components, as measured (Odonnat et al., "
-            f"2026): {n} module(s) chosen by the `{sel['rule']}` rule from the measured ranking.{tail}"
+            f"2026): {n} chosen by the `{sel['rule']}` rule from the measured ranking.{tail}"
         )
     if by == GIVEN:
         return head + f"plasticity scores given by hand ({block.get('score_source')}).{tail}"
@@ -147,7 +147,7 @@ def training_text(block: dict[str, Any]) -> str:
         how += "; a selected LayerNorm trained directly"
     text = (
         f"[hf-plasticity](https://pypi.org/project/hf-plasticity/)'s `PlasticityConfig` (a PEFT method) selected "
-        f"{_rule_words(sel)}, in {layers} ({block['trained']['modules']} modules), {how}"
+        f"{_rule_words(sel)}, in {layers} ({_modules(block)}), {how}"
     )
     heads = block.get("modules_to_save") or []
     text += f"; the head ({', '.join(f'`{h}`' for h in heads)}) was trained in full." if heads else "."
@@ -171,6 +171,11 @@ def base_kwargs(model: Any) -> str:
     base = model.get_base_model() if model is not None and hasattr(model, "get_base_model") else None
     labels = getattr(getattr(base, "config", None), "num_labels", None)
     return f", num_labels={labels}" if labels and hasattr(base, "classifier") else ""
+
+
+def _modules(block: dict[str, Any]) -> str:
+    n = (block.get("trained") or {}).get("modules")
+    return f"{n} module(s)" if n else "the modules"
 
 
 def _rule_words(sel: dict[str, Any]) -> str:

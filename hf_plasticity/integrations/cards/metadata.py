@@ -52,7 +52,8 @@ def plasticity_metadata(
             for row in block["ranking"]:
                 row["trained"] = row["component"] in trained
         selected = list(config.selected_modules or [])
-        block["trained"] = {"modules": len(selected), "components": dict(trained or {})}
+        # None until the config is applied to a model (get_peft_model resolves the modules)
+        block["trained"] = {"modules": len(selected) or None, "components": dict(trained or {})}
         block["modules_to_save"] = list(config.modules_to_save or [])
     if model is not None and hasattr(model, "get_nb_trainable_parameters"):
         trainable, total = model.get_nb_trainable_parameters()
@@ -83,8 +84,9 @@ def choice(config: PlasticityConfig) -> dict[str, Any]:
     return {"signal": config.signal, "selected_by": by, "fallback": fallback}
 
 
-def trained_components(config: PlasticityConfig, paths: dict[str, list[str]] | None) -> dict[str, int] | None:
-    """How many modules of each component type were trained (None when it cannot be told without the model)."""
+def trained_components(config: PlasticityConfig, paths: dict[str, list[str]] | None) -> dict[str, int | None] | None:
+    """How many modules of each component type were trained (None: the types cannot be told without the model;
+    a count of None: the config is not applied to a model yet)."""
     selected = list(config.selected_modules or [])
     if selected and paths:
         counts: Counter[str] = Counter()
@@ -100,7 +102,7 @@ def trained_components(config: PlasticityConfig, paths: dict[str, list[str]] | N
         names = rank_components(config.component_scores())[: config.top_k]
     else:  # budget and threshold pick single modules: only the module paths tell their types
         return None
-    per_type = len(selected) // len(names) if selected and names and len(selected) % len(names) == 0 else 0
+    per_type = len(selected) // len(names) if selected and names and len(selected) % len(names) == 0 else None
     return {c: per_type for c in names}
 
 
