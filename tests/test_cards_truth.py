@@ -214,3 +214,14 @@ def test_a_config_not_yet_applied_claims_no_module_count(report) -> None:
     card = build_model_card(PlasticityConfig.from_report(report, top_k=1))
     assert card.data.plasticity["trained"] == {"modules": None, "components": {"mha": None}}
     assert "trains the modules chosen by the `top_k` rule" in card.text and "None" not in card.text
+
+
+@pytest.mark.parametrize(
+    "model_id, opening",
+    [("someone/vit-tiny", "`someone/vit-tiny`, with the plasticity"), ("", "This model, with the plasticity")],
+    ids=["hub-id", "unnamed"],
+)
+def test_a_measured_model_card_names_the_model_it_measured(report, model_id: str, opening: str) -> None:
+    named = replace(report, model={**report.model, "model_id": model_id})
+    text = build_model_card(named).text
+    assert opening in text

@@ -21,7 +21,11 @@ def summary(block: dict[str, Any], base_model: str | None, local: bool, is_adapt
     """The card's opening sentence: what the model is and what chose its trained modules."""
     base = f"`{base_model}`" if base_model else "a local checkpoint (not on the Hub)" if local else "its base model"
     if not is_adapter:
-        return f"{base[0].upper()}{base[1:]} with the plasticity of its components measured by hf-plasticity."
+        measured = (block.get("measured_model") or {}).get("model_id")
+        known = base_model or measured
+        name = f"`{known}`" if known and not known.startswith("a local ") else "This model"
+        name += f", from {known}" if known and known.startswith("a local ") else ""
+        return f"{name}, with the plasticity of its components measured by hf-plasticity."
     sel, by = block["selection"], block["selected_by"]
     share = block.get("trainable_share")
     tail = f" Mode `{sel['mode']}`" + (f", {share:.2%} of the parameters trainable." if share is not None else ".")
