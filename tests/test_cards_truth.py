@@ -225,3 +225,22 @@ def test_a_measured_model_card_names_the_model_it_measured(report, model_id: str
     named = replace(report, model={**report.model, "model_id": model_id})
     text = build_model_card(named).text
     assert opening in text
+
+
+@pytest.mark.parametrize(
+    "name, published, hub",
+    [
+        ("google/vit-base-patch16-224", "google/vit-base-patch16-224", "google/vit-base-patch16-224"),
+        ("digits", "digits", "digits"),
+        ("/home/me/models/my-vit/", "a local checkpoint (my-vit)", None),
+        ("./my-vit", "a local checkpoint (my-vit)", None),
+        ("~/my-vit", "a local checkpoint (my-vit)", None),
+        ("C:\\models\\my-vit", "a local checkpoint (my-vit)", None),
+    ],
+    ids=["hub-id", "bare-name", "absolute", "relative", "home", "windows"],
+)
+def test_names_fit_to_publish(name: str, published: str, hub: str | None) -> None:
+    from hf_plasticity.integrations.cards.sources import hub_id, public_name
+
+    assert public_name(name, "checkpoint") == published
+    assert hub_id(name) == hub

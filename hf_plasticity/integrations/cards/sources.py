@@ -125,14 +125,19 @@ def public_name(name: str | None, what: str = "data set") -> str | None:
         return name
     if not is_local_path(name):
         return name
-    stem = Path(name.rstrip("/\\")).name
+    stem = _leaf(name)
     return f"a local {what} ({stem})" if stem else f"a local {what}"
+
+
+def _leaf(path: str) -> str:
+    """The last part of a path, POSIX or Windows alike (only that part of a local path may be published)."""
+    return re.split(r"[\\/]", path.rstrip("/\\"))[-1]
 
 
 def public_score_source(source: str | None) -> str | None:
     """``config.score_source`` without a report file's local path (``report /x/r.json`` → ``report r.json``)."""
     if source and source.startswith("report ") and is_local_path(source[len("report ") :]):
-        return "report " + Path(source[len("report ") :]).name
+        return "report " + _leaf(source[len("report ") :])
     return source
 
 
