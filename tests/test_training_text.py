@@ -157,7 +157,7 @@ def test_cli_finetune_on_a_text_file(case: str, tmp_path: Path, capsys: pytest.C
     out = tmp_path / "run"
     argv = ["finetune", "--model", str(folder), "--data", str(data), "--output-dir", str(out), "--seq-len", str(L)]
     argv += ["--num-pairs", "8", "--max-steps", "4", "--per-device-train-batch-size", "8", "--use-cpu"]
-    argv += ["--disable-tqdm", "true", "--eval-strategy", "no"]
+    argv += ["--disable-tqdm", "true", "--eval-strategy", "no", "--watch-every", "2", "--watch-pairs", "3"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "selected (" in printed
@@ -166,6 +166,8 @@ def test_cli_finetune_on_a_text_file(case: str, tmp_path: Path, capsys: pytest.C
     assert adapter["task_type"] == task
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval"]["eval_loss"] > 0
+    series = json.loads((out / "plasticity_series.json").read_text())  # held-out windows re-measured at 0, 2, 4
+    assert [row["step"] for row in series["plasticity"]] == [0, 2, 4]
 
 
 def test_cli_finetune_refuses_a_task_that_does_not_fit_the_data(tmp_path: Path, capsys) -> None:

@@ -238,8 +238,19 @@ def _check_every(every: int | None, pairs: Any) -> None:
 
 def _check_pairs(pairs: Any, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(pairs, tuple | list) or len(pairs) != 2:
-        raise InvalidInputError("pairs must be (x, y): two pixel tensors of shape (N, channels, height, width)")
+        raise InvalidInputError(
+            "pairs must be (x, y): two pixel tensors of shape (N, channels, height, width), or two input_ids (N, L)"
+        )
     x, y = (torch.as_tensor(t) for t in pairs)
+    if x.ndim == 2:  # token windows (N, L): a text model's held-out pairs
+        from ..data.text import check_same_length, check_token_ids
+
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        x, y = check_token_ids(x, "reference", vocab), check_token_ids(y, "downstream", vocab)
+        check_same_length(x.shape[1], y.shape[1])
+        if len(x) != len(y) or len(x) < 1:
+            raise InvalidInputError(f"pairs must hold as many x as y sequences, at least 1; got {len(x)} and {len(y)}")
+        return x, y
     if x.ndim != 4 or y.shape != x.shape or len(x) < 1:
         raise InvalidInputError(
             f"pairs must be two pixel tensors of the same shape (N, channels, height, width) with N >= 1; got "

@@ -42,7 +42,12 @@ class FinetuneArguments:
         default="digits", metadata={"help": "Downstream data: a bundled name, a local folder or a Hub id."}
     )
     reference: str | None = field(
-        default=None, metadata={"help": "Pretraining-like data for the pairs' x (default: pairs within --data)."}
+        default="auto",
+        metadata={
+            "help": "Pretraining-like data for the pairs' x: a data set name, 'none' (pairs drawn within --data), "
+            "or 'auto' (default): the bundled model's pretraining data (Fashion-MNIST, as in `hf-plasticity demo`) "
+            "for --model bundled, else none."
+        },
     )
     split: str | None = field(default=None, metadata={"help": "Split of --data for Hub or saved data sets."})
     rule: str = field(
@@ -304,13 +309,13 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments, prog
         raise InvalidInputError(f"eval_fraction={args.eval_fraction} must be between 0 and 1 (e.g. 0.2)")
     rule = parse_rule(args.rule)
     data = load_named_dataset(args.data, split=args.split)
-    reference = None if args.reference is None else load_named_dataset(args.reference)
+    reference, reference_name = finetune_reference(args.reference, args.model)
     is_text = needs_tokenizer(data, args.text_column) or "input_ids" in data.column_names
     task = _task(args, data, is_text)
     set_seed(training_args.seed)
     if task in TEXT_TASKS:
-        return _run_text(args, training_args, task, rule, data, reference, progress)
-    return _run_images(args, training_args, rule, data, reference, progress)
+        return _run_text(args, training_args, task, rule, data, (reference, reference_name), progress)
+    return _run_images(args, training_args, rule, data, (reference, reference_name), progress)
 
 
 def _run_images(
@@ -318,13 +323,14 @@ def _run_images(
     training_args: TrainingArguments,
     rule: dict[str, Any],
     data: datasets.Dataset,
-    reference: Any,
+    named_reference: tuple[Any, str | None],
     progress: bool,
 ) -> FinetuneResult:
     from ..measure.estimator import measure_plasticity
     from ..models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
     from .callbacks import PlasticityCallback
 
+    reference, reference_name = named_reference
     names = _label_names(data, args.data)
     splits = data.train_test_split(test_size=args.eval_fraction, seed=training_args.seed)
     model = load_model(
@@ -346,7 +352,7 @@ def _run_images(
         seed=training_args.seed,
         progress=progress,
         data_name=args.data,
-        reference_name=args.reference,
+        reference_name=reference_name,
     )
     if args.model == BUNDLED:
         report.model["model_id"] = BUNDLED_MODEL_ID
@@ -372,7 +378,7 @@ def _run_text(
     task: str,
     rule: dict[str, Any],
     data: datasets.Dataset,
-    reference: Any,
+    named_reference: tuple[Any, str | None],
     progress: bool,
 ) -> FinetuneResult:
     """Text: windows of ``seq_len`` tokens for the pairs (x from the reference, or pairs within the train split),
@@ -382,6 +388,7 @@ def _run_text(
     from ..models import load_model, load_tokenizer
     from .callbacks import PlasticityCallback
 
+    reference, reference_name = named_reference
     tokenizer = load_tokenizer(args.tokenizer or args.model, required=args.tokenizer is not None)
     if tokenizer is None:
         raise InvalidInputError(missing_tokenizer_message("training"))
@@ -419,7 +426,7 @@ def _run_text(
         seed=training_args.seed,
         progress=progress,
         data_name=args.data,
-        reference_name=args.reference,
+        reference_name=reference_name,
     )
     files = _save_report(report, training_args)
     config = PlasticityConfig.from_report(
@@ -520,6 +527,22 @@ def _ensure_pad_token(tokenizer: Any, model: nn.Module) -> None:
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = tokenizer.pad_token_id
+
+
+def finetune_reference(name: str | None, model: str) -> tuple[Any, str | None]:
+    """The reference data (and its name) of a finetune's measurement: ``None`` pairs within the downstream data.
+
+    ``"auto"`` gives the bundled model its pretraining data, so ``hf-plasticity finetune`` and the demo
+    measure the same pairing; any other model has no known pretraining data, so its pairs stay within.
+    """
+    from ..data.loaders import load_named_dataset
+    from ..models import BUNDLED, pretraining_reference
+
+    if name is None or name.strip().lower() == "none":
+        return None, None
+    if name.strip().lower() == "auto":
+        return pretraining_reference() if model == BUNDLED else (None, None)
+    return load_named_dataset(name), name
 
 
 def new_head(model: nn.Module) -> None:
