@@ -147,3 +147,15 @@ def test_text_shards_merge_to_the_one_process_report(world_size: int) -> None:
     assert merged.num_pairs == whole.num_pairs
     for comp in whole.components:
         assert merged.stat(comp).mean == pytest.approx(whole.stat(comp).mean, rel=1e-6)
+
+
+def test_text_for_an_image_model_is_refused_with_the_reason() -> None:
+    from .conftest import TINY_MODELS
+
+    with pytest.raises(InvalidInputError, match="is text but ViTForImageClassification takes images"):
+        measure_plasticity(TINY_MODELS["vit"](), torch.zeros(4, 8, dtype=torch.long), **OPTIONS)
+
+
+def test_pixels_for_a_text_model_are_refused_with_the_reason() -> None:
+    with pytest.raises(InvalidInputError, match="holds pixels but LlamaForCausalLM takes token ids"):
+        measure_plasticity(tiny_llama(), torch.zeros(4, 3, 8, 8), **OPTIONS)

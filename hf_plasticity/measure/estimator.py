@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..components import AttentionSpec, LinearSpec, ResolvedComponents, resolve_components, validate_components
 from ..data.pairs import is_hf_dataset, make_pair_batches, needs_tokenizer
-from ..data.text import DEFAULT_SEQ_LEN
+from ..data.text import DEFAULT_SEQ_LEN, is_token_tensor
 from ..errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
 from ..report.report import PlasticityReport, model_metadata
 from ..stats import RateStats, TokenStats
@@ -106,6 +106,7 @@ def measure_plasticity(
     if tokenizer is None and (needs_tokenizer(data, text_column) or needs_tokenizer(reference, text_column)):
         tokenizer = _load_tokenizer(model)
     vocab_size, max_length = _text_limits(config)
+    _check_modality(model, vocab_size, data, reference, text_column)
     if seq_len is None and max_length is not None:
         seq_len = min(DEFAULT_SEQ_LEN, max_length)
     pairs = make_pair_batches(
@@ -673,6 +674,29 @@ def _load_tokenizer(model: nn.Module) -> Any:
         return AutoTokenizer.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _check_modality(model: nn.Module, vocab_size: int | None, data: Any, reference: Any, text_column: Any) -> None:
+    """Text for a text model, images for an image model: the other way round fails deep inside the forward."""
+    for role, obj in (("downstream", data), ("reference", reference)):
+        if obj is None:
+            continue
+        text = needs_tokenizer(obj, text_column) or is_token_tensor(obj)
+        pixels = isinstance(obj, torch.Tensor) and obj.ndim == 4
+        if text and vocab_size is None and isinstance(obj, torch.Tensor) and obj.is_floating_point():
+            raise InvalidInputError(
+                f"{role} pixel values must have shape (N, channels, height, width), got {tuple(obj.shape)}"
+            )
+        if text and vocab_size is None:
+            raise InvalidInputError(
+                f"the {role} data is text but {type(model).__name__} takes images (its config has no vocab_size); "
+                "measure a text model on text, or pass images (pixel tensors or an image data set)"
+            )
+        if pixels and vocab_size is not None:
+            raise InvalidInputError(
+                f"the {role} data holds pixels but {type(model).__name__} takes token ids; pass input_ids (N, L) "
+                "or text with tokenizer="
+            )
 
 
 def _text_limits(config: Any) -> tuple[int | None, int | None]:
