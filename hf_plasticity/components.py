@@ -1,7 +1,10 @@
 """The component-map registry: the one place that knows where each architecture keeps its components.
 
-Everything else (the estimator, the PEFT tuner, model cards) asks this module which modules exist, so
-supporting a new architecture is one :func:`register_component_map` call plus one test row.
+Everything else (the estimator, the bounds, the PEFT tuner, model cards) asks this module which modules exist
+and what each component is (a norm and its gain rule, one linear or several stacked, attention with its
+projections and auxiliary inputs), never module names or shapes; so supporting a new architecture is one
+:func:`register_component_map` call plus one row in ``tests/test_families.py``, whose brute force checks it
+against the definition (``../shared/architectures.md``).
 """
 
 from __future__ import annotations

@@ -155,6 +155,12 @@ ROWS: dict[str, Row] = {
         VIT_PARTS,
         {**VIT_ATTN, "bias": "captured"},
     ),
+    "data2vec-vision-relative-bias": Row(
+        _vision(T.Data2VecVisionForImageClassification, T.Data2VecVisionConfig, use_relative_position_bias=True),
+        "data2vec_vision.encoder.layer",
+        D2V_PARTS,
+        {**D2V_ATTN, "bias": "module"},
+    ),
     "data2vec-vision": Row(
         _vision(T.Data2VecVisionForImageClassification, T.Data2VecVisionConfig),
         "data2vec_vision.encoder.layer",
@@ -411,7 +417,12 @@ def brute_force(row: Row, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pr
                     rope = (cos.double().reshape(-1, cos.shape[-1]), sin.double().reshape(-1, sin.shape[-1]))
                 for layer, block in enumerate(blocks):
                     for c, comp in enumerate(COMPONENTS):
-                        f = _component(row, block, comp, heads, rope, sx.get(("bias", layer)))
+                        bias = sx.get(("bias", layer))
+                        if row.attention.get("bias") == "module":  # computed inside attention by its own module
+                            side = IMG["image_size"] // IMG["patch_size"]
+                            table = block.get_submodule(row.parts["mha"][0]).relative_position_bias
+                            bias = table((side, side), False, dim_size=n)
+                        f = _component(row, block, comp, heads, rope, bias)
                         a, b = (sx["z"], sy["z"]) if protocol == "shared" else (sx[layer, comp], sy[layer, comp])
                         out[i, layer, c] = _frob(f(a) - f(b)) / _frob(a - b)
     finally:
@@ -442,6 +453,7 @@ def test_estimator_equals_the_definition(family: str, protocol: str) -> None:
         ("qwen3", "qk_norm"),
         ("dinov3_vit", "rope"),
         ("beit-relative-bias", "bias"),
+        ("data2vec-vision-relative-bias", "bias"),
     ],
 )
 def test_a_wrong_mask_or_rotary_would_show(family: str, change: str) -> None:
