@@ -44,7 +44,8 @@ class RateStats:
         self.excluded += batch[3]
         self.batch_sums.append(batch)
         if self.keep_rates:
-            self.batch_rates.append(torch.where(valid, rates, torch.full_like(rates, float("nan"))).float())
+            kept = torch.where(valid, rates, torch.full_like(rates, float("nan")))
+            self.batch_rates.append(kept if kept.dtype == torch.float64 else kept.float())
 
     def merge(self, other: RateStats) -> RateStats:
         """The statistics of both shards together (rates concatenated when both kept them)."""

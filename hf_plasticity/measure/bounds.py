@@ -102,8 +102,10 @@ def _small_gram(weight: torch.Tensor) -> torch.Tensor:
 
 
 def gram(weight: torch.Tensor) -> torch.Tensor:
-    """W^T W in float32: ||W v||^2 = v^T (W^T W) v, a d x d product instead of a d x d_out one."""
-    w = weight.detach().float()
+    """W^T W in float32 (float64 for float64 weights): ||W v||^2 = v^T (W^T W) v, a d x d product instead of
+    a d x d_out one."""
+    w = weight.detach()
+    w = w if w.dtype == torch.float64 else w.float()
     return w.T @ w
 
 

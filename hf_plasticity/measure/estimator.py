@@ -381,14 +381,14 @@ class _Shared:
             self._prepare(z.shape[-1])
         dz = z[:b] - z[b:]
         in_norm = _norm(dz)
-        out = torch.empty(b, resolved.num_layers, len(self.comps), dtype=torch.float32, device=z.device)
+        out = torch.empty(b, resolved.num_layers, len(self.comps), dtype=_rate_dtype(z.dtype), device=z.device)
         for layer in range(resolved.num_layers):
             for ci in range(len(self.comps)):
                 linear = self.linear.get((layer, ci))
                 if linear is None:
                     out[:, layer, ci] = self.diff.norm(self.fns[layer, ci](z), b)
                 elif linear[0] == "gram":
-                    d = dz.float()
+                    d = dz.to(linear[1].dtype)
                     out[:, layer, ci] = (d * (d @ linear[1])).sum((1, 2)).clamp_min(0).sqrt()
                 else:
                     out[:, layer, ci] = _norm(dz @ linear[1].to(dz.dtype))
@@ -462,8 +462,9 @@ class _InSitu:
         self.half = b
         device = _primary(inputs).device
         shape = (b, self.resolved.num_layers, self.num_comps)
-        self.rates = torch.empty(shape, dtype=torch.float32, device=device)
-        self.in_norms = torch.empty(shape, dtype=torch.float32, device=device)
+        dtype = _rate_dtype(_model_dtype(self.resolved.model))
+        self.rates = torch.empty(shape, dtype=dtype, device=device)
+        self.in_norms = torch.empty(shape, dtype=dtype, device=device)
         try:
             self.base(**inputs, **self.extra)
         finally:
@@ -596,8 +597,13 @@ class _PairDiff:
 
 
 def _norm(t: torch.Tensor) -> torch.Tensor:
-    """Frobenius norm of each sample's token matrix, in float32 whatever the model's dtype."""
-    return torch.linalg.vector_norm(t, dim=tuple(range(1, t.ndim)), dtype=torch.float32)
+    """Frobenius norm of each sample's token matrix, in float32 (float64 for a float64 model)."""
+    return torch.linalg.vector_norm(t, dim=tuple(range(1, t.ndim)), dtype=_rate_dtype(t.dtype))
+
+
+def _rate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Rates are float32 whatever the model's precision, and float64 for a float64 model (exact checks)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _pad(z: torch.Tensor, width: int) -> torch.Tensor:
