@@ -14,13 +14,21 @@ from .components import (
     resolve_components,
 )
 from .errors import (
+    AdapterCombinationError,
     AdapterLoadError,
+    ComponentMapError,
     EmptyDataError,
+    ExportError,
+    HubAuthError,
+    HubPushError,
     HubUnreachableError,
+    IncompatibleReportsError,
     InPlaceAdapterError,
     InvalidInputError,
     LegacyReportWarning,
     MissingDataError,
+    MissingExtraError,
+    ModelCardError,
     NonFiniteError,
     NotEnoughPairsError,
     OutputPathError,
@@ -32,9 +40,9 @@ from .errors import (
     UnknownComponentError,
     UnsupportedModelError,
 )
-from .integrations.cards import ModelCardError, attach_report, build_model_card, write_model_card
-from .integrations.export import ExportError, export_lora, export_merged
-from .integrations.hub import HubAuthError, HubPushError, push_to_hub
+from .integrations.cards import attach_report, build_model_card, write_model_card
+from .integrations.export import export_lora, export_merged
+from .integrations.hub import push_to_hub
 from .integrations.peft_hooks import install_peft_hooks
 from .measure import measure_plasticity
 from .report import ComponentStat, PlasticityReport
@@ -47,8 +55,10 @@ install_peft_hooks()
 __all__ = [
     "COMPONENTS",
     "THEORETICAL_RANKING",
+    "AdapterCombinationError",
     "AdapterLoadError",
     "ComponentMap",
+    "ComponentMapError",
     "ComponentSpec",
     "ComponentStat",
     "EmptyDataError",
@@ -57,9 +67,11 @@ __all__ = [
     "HubPushError",
     "HubUnreachableError",
     "InPlaceAdapterError",
+    "IncompatibleReportsError",
     "InvalidInputError",
     "LegacyReportWarning",
     "MissingDataError",
+    "MissingExtraError",
     "ModelCardError",
     "NonFiniteError",
     "NotEnoughPairsError",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .errors import UnknownComponentError, UnsupportedModelError
+from .errors import ComponentMapError, UnknownComponentError, UnsupportedModelError
 
 COMPONENTS: tuple[str, ...] = ("attn_norm", "mha", "ffn_norm", "ffn_fc1", "ffn_fc2")
 """The five component types of a pre-norm transformer block, in the paper's naming."""
@@ -78,7 +78,9 @@ class ComponentMap:
     def __post_init__(self) -> None:
         missing = set(COMPONENTS) - set(self.components)
         if missing:
-            raise ValueError(f"component map {self.family!r} lacks {sorted(missing)}; it must name {COMPONENTS}")
+            raise ComponentMapError(
+                f"component map {self.family!r} lacks {sorted(missing)}; it must name {COMPONENTS}"
+            )
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def register_component_map(component_map: ComponentMap, *, overwrite: bool = Fal
     """Register a layout for the ``config.model_type`` values it names; returns it, for chaining."""
     for model_type in component_map.model_types:
         if model_type in _REGISTRY and not overwrite and _REGISTRY[model_type] != component_map:
-            raise ValueError(
+            raise ComponentMapError(
                 f"model_type {model_type!r} already has the component map {_REGISTRY[model_type].family!r}; "
                 "pass overwrite=True to replace it"
             )

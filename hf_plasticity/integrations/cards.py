@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..components import rank_components
-from ..errors import InvalidInputError, PlasticityError
+from ..errors import InvalidInputError, ModelCardError, PlasticityError
 from ..io import atomic_write_text
 from ..report.report import PlasticityReport
 
@@ -56,10 +56,6 @@ HUB_DATASETS = {
 }
 # Trainer evaluation keys that describe the run, not the model's quality.
 _NOT_METRICS = {"epoch", "runtime", "samples_per_second", "steps_per_second", "total_flos"}
-
-
-class ModelCardError(PlasticityError, ValueError):
-    """A card cannot be built or merged (no plasticity information, or an unreadable existing README)."""
 
 
 # ---------------------------------------------------------------------------------------- templates

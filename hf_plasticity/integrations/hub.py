@@ -15,19 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PlasticityError
+from ..errors import HubAuthError, HubPushError, PlasticityError
 from .cards import CARD_NAME, build_model_card, merge_model_card, write_model_card
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
-
-
-class HubPushError(PlasticityError, RuntimeError):
-    """A push did not happen: the Hub refused it, failed, or could not be reached. Nothing was committed."""
-
-
-class HubAuthError(HubPushError, PermissionError):
-    """No token, or a token the Hub refuses (401/403)."""
 
 
 def push_to_hub(

@@ -24,8 +24,10 @@ import numpy as np
 
 from ..components import COMPONENTS, rank_components
 from ..errors import (
+    IncompatibleReportsError,
     InvalidInputError,
     LegacyReportWarning,
+    MissingDataError,
     OverlappingPairsError,
     ReportFormatError,
     UnknownComponentError,
@@ -264,7 +266,10 @@ class PlasticityReport:
             other.protocol,
             other.model.get("config_hash"),
         ):
-            raise ValueError("cannot merge reports of different models, protocols or component sets")
+            raise IncompatibleReportsError(
+                "cannot merge reports of different models, protocols or component sets: merge only shards of one "
+                "measurement (the same model, protocol and --components), or compare the reports side by side"
+            )
         if self.schema_version != other.schema_version:
             raise ReportFormatError(
                 f"cannot merge a schema-{self.schema_version} report with a schema-{other.schema_version} one: "
@@ -418,7 +423,7 @@ class PlasticityReport:
         """Read a report written by :meth:`save`; a missing, corrupt or foreign file raises a clear error."""
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"no report at {str(p)!r}; create one with `hf-plasticity measure ... --out`")
+            raise MissingDataError(f"no report at {str(p)!r}; create one with `hf-plasticity measure ... --out`")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -555,7 +560,10 @@ def _same_bounds(a: WeightBounds | None, b: WeightBounds | None) -> WeightBounds
     if a.components != b.components or not (
         np.allclose(a.layers, b.layers, rtol=1e-6, equal_nan=True) and np.allclose(a.heads, b.heads, rtol=1e-6)
     ):
-        raise ValueError("cannot merge reports of models with different weights (their theoretical bounds differ)")
+        raise IncompatibleReportsError(
+            "cannot merge reports of models with different weights (their theoretical bounds differ): merge only "
+            "shards measured on the same checkpoint"
+        )
     return a
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
-from ..errors import InPlaceAdapterError
+from ..errors import AdapterCombinationError, InPlaceAdapterError
 
 
 def in_place_error(action: str) -> InPlaceAdapterError:
@@ -89,7 +89,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
             self.merged_adapters.extend(adapter_names)  # nothing to move; recorded so get_model_status() says so
             return
         if len(adapter_names) > 1:
-            raise ValueError(
+            raise AdapterCombinationError(
                 f"cannot merge {len(adapter_names)} plasticity adapters at once: each replaces the same module's "
                 "weights; merge one adapter"
             )
@@ -120,7 +120,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
         if not active:
             return self.base_layer(*args, **kwargs)
         if len(active) > 1:
-            raise ValueError(
+            raise AdapterCombinationError(
                 f"{len(active)} plasticity adapters are active ({active}) but each replaces this module whole, so "
                 "they cannot be combined; activate one with model.set_adapter(name)"
             )

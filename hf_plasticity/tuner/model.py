@@ -26,7 +26,7 @@ from peft.tuners.tuners_utils import (
 from torch import nn
 
 from ..components import resolve_components
-from ..errors import AdapterLoadError, InvalidInputError
+from ..errors import AdapterCombinationError, AdapterLoadError, InvalidInputError
 from .config import PlasticityConfig
 from .layer import PlasticityLayer, in_place_error
 from .selection import lora_targets, select_modules
@@ -250,10 +250,25 @@ class PlasticityModel(BaseTuner):
         if any(c.in_place for c in self.peft_config.values()):
             raise in_place_error(action)
 
+    def _unload_and_optionally_merge(
+        self,
+        merge: bool = True,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+    ) -> Any:
+        """PEFT's, after refusing a merge of several full-mode adapters before any module is touched."""
+        if merge:
+            self._unloading_checks(adapter_names)
+        return super()._unload_and_optionally_merge(merge, progressbar, safe_merge, adapter_names)
+
     def _unloading_checks(self, adapter_names: list[str] | None) -> None:
         adapters = adapter_names or self.active_adapters
         if len(adapters) > 1 and any(self.peft_config[a].mode == "full" for a in adapters):
-            raise ValueError("cannot merge several full-mode plasticity adapters: each replaces the same weights")
+            raise AdapterCombinationError(
+                "cannot merge several full-mode plasticity adapters: each replaces the same weights; merge one "
+                "adapter (merge_and_unload(adapter_names=[name]))"
+            )
 
 
 def _called_by_transformers_load_adapter() -> bool:
