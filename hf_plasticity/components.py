@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import ComponentMapError, UnknownComponentError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 COMPONENTS: tuple[str, ...] = ("attn_norm", "mha", "ffn_norm", "ffn_fc1", "ffn_fc2")
 """The five component types of a pre-norm transformer block, in the paper's naming."""
@@ -161,6 +163,8 @@ def get_component_map(model_or_type: nn.Module | str) -> ComponentMap:
 
 def resolve_components(model: nn.Module) -> ResolvedComponents:
     """Bind the model's component map to the live model, checking every named module exists."""
+    from torch import nn  # here, not at the top: `hf-plasticity list` reads the registry without torch
+
     cmap = get_component_map(model)
     prefix = _base_prefix(model)
     names = dict(model.named_modules())
@@ -217,6 +221,8 @@ def _model_type(model: nn.Module) -> str | None:
 
 def _base_prefix(model: nn.Module) -> str:
     """The path of the base model inside a task model ('' when the model is the base model)."""
+    from torch import nn
+
     prefix = getattr(model, "base_model_prefix", "")
     if prefix and isinstance(getattr(model, prefix, None), nn.Module):
         return prefix

@@ -6,6 +6,7 @@ A crash or a bad path never leaves a user's file half-written or lost, and an un
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -124,3 +125,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def add_output_dir_argument(parser: argparse.ArgumentParser, default: Path | None, what: str) -> None:
+    """``--output-dir`` (the Hugging Face spelling), with ``--out-dir`` and ``--output_dir`` as hidden aliases.
+
+    Every command that writes a folder takes this one flag; single files keep ``--out``/``--plot``.
+    """
+    shown = f"{what} (default: {default})" if default is not None else what
+    parser.add_argument("--output-dir", dest="output_dir", type=Path, default=default, help=shown)
+    for alias in ("--out-dir", "--output_dir"):
+        parser.add_argument(alias, dest="output_dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)

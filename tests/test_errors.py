@@ -1,8 +1,8 @@
 """Every error the package raises on purpose is a ``PlasticityError`` (read from the source, raise by raise).
 
 A ``raise`` names either a class (checked against :mod:`hf_plasticity.errors`), a package helper
-that builds the error (checked through its return annotation)) or is a bare re-raise. The package
-raises no plain ``ValueError``, ``NotImplementedError`` or assertion on purpose, so there is no allow-list.
+that builds the error (checked through its return annotation), a bare re-raise, or one of the
+cases in ``ALLOWED``, each with the reason it is not a ``PlasticityError``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,15 @@ def raise_sites() -> list[tuple[str, int, str, str | None]]:
 
 SITES = raise_sites()
 
+_PEP_562 = (
+    "a module __getattr__ (PEP 562) must raise AttributeError for unknown names: hasattr() and getattr() rely on it"
+)
+ALLOWED: dict[tuple[str, str], str] = {
+    ("__init__.py", "AttributeError"): _PEP_562,
+    ("data/__init__.py", "AttributeError"): _PEP_562,
+    ("reproduce/__init__.py", "AttributeError"): _PEP_562,
+}
+
 
 def _error_class(name: str) -> type | None:
     return getattr(errors, name, None)
@@ -60,11 +69,18 @@ def test_the_walk_finds_the_raises() -> None:
 
 @pytest.mark.parametrize(("module", "line", "raised", "returns"), SITES, ids=[f"{m}:{n}" for m, n, _, _ in SITES])
 def test_every_raise_is_a_plasticity_error(module: str, line: int, raised: str, returns: str | None) -> None:
+    if (module, raised) in ALLOWED:
+        return
     name = returns if returns is not None else raised
     cls = _error_class(name)
     assert cls is not None and issubclass(cls, errors.PlasticityError), (
         f"{module}:{line} raises {raised} ({name}), which is not a PlasticityError from hf_plasticity/errors.py"
     )
+
+
+@pytest.mark.parametrize("site", sorted(ALLOWED), ids=[m for m, _ in sorted(ALLOWED)])
+def test_every_allowed_exception_is_still_raised(site: tuple[str, str]) -> None:
+    assert site in {(m, r) for m, _, r, _ in SITES}
 
 
 @pytest.mark.parametrize(

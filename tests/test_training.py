@@ -173,3 +173,21 @@ def test_cli_finetune_requires_output_dir(capsys: pytest.CaptureFixture) -> None
         main(["finetune", "--model", "bundled"])
     assert exc.value.code == 2
     assert "--output-dir is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--output_dir", "--out-dir"], ids=["dash", "underscore", "old"])
+def test_cli_finetune_output_dir_spellings(flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every spelling reaches TrainingArguments.output_dir (``--out-dir`` is the old one, kept as an alias)."""
+    seen: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(ft_args: object, training_args: TrainingArguments) -> None:
+        seen.append(training_args.output_dir)
+        raise Stop
+
+    monkeypatch.setattr("hf_plasticity.integrations.training.run_finetune", stop)
+    with pytest.raises(Stop):
+        main(["finetune", flag, str(tmp_path / "run")])
+    assert seen == [str(tmp_path / "run")]

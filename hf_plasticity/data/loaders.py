@@ -15,12 +15,15 @@ import os
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 
 from hf_plasticity.errors import EmptyDataError, InvalidInputError, MissingDataError
 from hf_plasticity.lookup import check_hub, reject_local_typo
+
+if TYPE_CHECKING:  # imported where used: `hf-plasticity list` names the data sets without loading datasets
+    import datasets
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -72,6 +75,8 @@ def arrays_to_dataset(
     description: str,
 ) -> datasets.Dataset:
     """Wrap uint8 (N, H, W) arrays as an image/label Dataset, so every source looks the same downstream."""
+    import datasets
+
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 3:
@@ -319,6 +324,8 @@ def _choose_split(names: Sequence[str], split: str | None, where: str) -> str:
 
 def _normalise_columns(dataset: datasets.Dataset, where: str) -> datasets.Dataset:
     """Rename a lone image / class-label column (e.g. CIFAR's ``img``) so downstream code finds them."""
+    import datasets
+
     features = dataset.features
     if "image" not in features:
         image_cols = [c for c, f in features.items() if isinstance(f, datasets.Image)]
@@ -347,6 +354,8 @@ def _saved_dataset_is_empty(folder: Path) -> bool:
 
 def _load_local(path: Path, split: str | None) -> datasets.Dataset:
     """A ``save_to_disk`` folder if it has its marker files, otherwise an image folder (class subfolders)."""
+    import datasets
+
     where = str(path)
     dict_file = path / "dataset_dict.json"
     if dict_file.is_file():
@@ -380,6 +389,8 @@ def load_named_dataset(name_or_path: str, split: str | None = None) -> datasets.
     folder or Hub data set (Hub default: "test"); among registry names only "fashion-mnist" uses it
     (train or test), the others name a fixed set of images and ignore it.
     """
+    import datasets
+
     key = name_or_path.strip()
     if key in _REGISTRY:
         dataset = load_fashion_mnist(split or "train") if key == "fashion-mnist" else _REGISTRY[key]()
