@@ -15,6 +15,8 @@ from .errors import PlasticityError
 from .io import add_output_dir_argument, check_output_paths, figure_format
 
 if TYPE_CHECKING:
+    from transformers import HfArgumentParser
+
     from .report.report import PlasticityReport
 
 
@@ -288,6 +290,7 @@ def _run_card(args: argparse.Namespace) -> int:
                 stage, args.push, private=args.private or None, revision=args.revision, card=out.read_text("utf-8")
             )
         print(f"pushed to {info.commit_url}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- finetune
@@ -317,14 +320,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     f.set_defaults(run=_run_finetune)
 
 
-def finetune_parser() -> argparse.ArgumentParser:
+def finetune_parser() -> HfArgumentParser:
     """``HfArgumentParser`` of ``FinetuneArguments`` and ``TrainingArguments``, with this command's defaults."""
     from transformers import HfArgumentParser, TrainingArguments
 
     from .integrations.training import FinetuneArguments
 
     parser = HfArgumentParser(
-        (FinetuneArguments, TrainingArguments),
+        (FinetuneArguments, TrainingArguments),  # type: ignore[arg-type]
         prog="hf-plasticity finetune",
         description="Measure plasticity, select the most plastic components, train them with transformers.Trainer, "
         "evaluate, and write the adapter, the report and the metrics to --output-dir. Without other options: the "

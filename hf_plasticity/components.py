@@ -39,8 +39,8 @@ def rank_components(scores: Mapping[str, float | None]) -> list[str]:
 
     def key(comp: str) -> tuple[float, int]:
         value = scores[comp]
-        finite = value is not None and math.isfinite(value)
-        return (-value if finite else math.inf, COMPONENTS.index(comp) if comp in COMPONENTS else len(COMPONENTS))
+        first = -value if value is not None and math.isfinite(value) else math.inf
+        return (first, COMPONENTS.index(comp) if comp in COMPONENTS else len(COMPONENTS))
 
     return sorted(scores, key=key)
 
@@ -151,7 +151,7 @@ def get_component_map(model_or_type: nn.Module | str) -> ComponentMap:
     """The registered map for a model (by its ``config.model_type``) or for a model-type string."""
     model_type = model_or_type if isinstance(model_or_type, str) else _model_type(model_or_type)
     try:
-        return _REGISTRY[model_type]
+        return _REGISTRY[model_type or ""]
     except KeyError:
         what = f"model type {model_type!r}" if model_type else f"{type(model_or_type).__name__} (no config.model_type)"
         raise UnsupportedModelError(

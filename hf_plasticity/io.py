@@ -43,7 +43,10 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    return atomic_write(path, write)
 
 
 def check_output_path(path: PathLike, label: str = "path") -> Path:

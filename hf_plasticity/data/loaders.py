@@ -258,7 +258,7 @@ def write_fashion_mnist_sample(
 
 def read_fashion_mnist_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The bundled 2000-image sample as arrays; works from an installed wheel, hence importlib.resources."""
-    resource = importlib.resources.files("hf_plasticity").joinpath("assets", _SAMPLE_RESOURCE)
+    resource = importlib.resources.files("hf_plasticity").joinpath("assets").joinpath(_SAMPLE_RESOURCE)
     if not resource.is_file():
         raise MissingDataError(
             f"the bundled Fashion-MNIST sample ({_SAMPLE_RESOURCE}) is missing from the hf_plasticity "

@@ -81,7 +81,12 @@ class PlasticityCallback(TrainerCallback):
 
     # ----------------------------------------------------------------- checks and setup
     def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: nn.Module = None, **kw: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kw: Any,
     ) -> None:
         from ..components import resolve_components
 
@@ -114,7 +119,7 @@ class PlasticityCallback(TrainerCallback):
         from safetensors.torch import save_file
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if not state.is_world_process_zero or not folder.is_dir():
             return
         starts = {
@@ -131,7 +136,7 @@ class PlasticityCallback(TrainerCallback):
         from safetensors.torch import load_file
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        candidates = [Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"]
+        candidates = [Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"]
         if isinstance(args.resume_from_checkpoint, str):
             candidates.insert(0, Path(args.resume_from_checkpoint))
         folder = next((c for c in candidates if (c / STATE_WEIGHTS).is_file() and (c / STATE_JSON).is_file()), None)
@@ -208,7 +213,7 @@ class PlasticityCallback(TrainerCallback):
         if self.pairs is not None and self._measured_at != state.global_step:
             self._measure(kw.get("model"), state.global_step)
         if state.is_world_process_zero:
-            out = Path(self.output_dir or args.output_dir)
+            out = Path(self.output_dir or str(args.output_dir))
             self.series.save(out / "plasticity_series.json")
             self.series.plot(out / "plasticity_series.png")
 
@@ -276,7 +281,7 @@ def _tracked(module: nn.Module) -> list[_Tracked]:
                 continue
             base = sub.get_base_layer().weight
 
-            def current(sub: Any = sub, base: torch.Tensor = base, adapters: list[str] = adapters) -> torch.Tensor:
+            def current(sub: Any = sub, base: Any = base, adapters: list[str] = adapters) -> torch.Tensor:
                 w = base.detach()
                 for a in adapters:
                     w = w + sub.get_delta_weight(a).detach()

@@ -63,8 +63,8 @@ def push_to_hub(
         else:
             folder = Path(staging)
             model_or_dir.save_pretrained(str(folder))  # our hook writes the card, report and figure
-            card = build_model_card(model_or_dir, repo_id=repo_id, metrics=metrics)
-            write_model_card(card, folder)  # again, now naming the repo in the loading snippet
+            built = build_model_card(model_or_dir, repo_id=repo_id, metrics=metrics)
+            write_model_card(built, folder)  # again, now naming the repo in the loading snippet
             card_text = (folder / CARD_NAME).read_text(encoding="utf-8")
         top_card = folder / CARD_NAME
         operations = [

@@ -188,7 +188,7 @@ def finetune(
         eval_metrics=dict(eval_metrics),
     )
     if save:
-        out = Path(training_args.output_dir)
+        out = Path(str(training_args.output_dir))
         trainer.save_model(str(out / "adapter"))  # the main process writes; PEFT saves only the adapter
         if trainer.is_world_process_zero():
             metrics = {"train": result.train_metrics, "eval": result.eval_metrics}
@@ -230,7 +230,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments, prog
     new_head(model)
     processor = load_image_processor(args.model)
     is_main = training_args.process_index == 0
-    out = Path(training_args.output_dir)
+    out = Path(str(training_args.output_dir))
     report = measure_plasticity(
         model,
         splits["train"],

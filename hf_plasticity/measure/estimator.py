@@ -393,7 +393,7 @@ def _resolve_device(device: str | torch.device | None, model: nn.Module) -> torc
 
 
 def _hidden_width(resolved: ResolvedComponents) -> int:
-    config = getattr(resolved.model, "config", None)
+    config: Any = getattr(resolved.model, "config", None)
     return int(config.hidden_size)
 
 

@@ -336,7 +336,7 @@ class PlasticityReport:
                 "components": list(self.weight_bounds.components),
                 "weights": _nan_to_none(self.weight_bounds.layers),
                 "attention_heads": self.weight_bounds.heads.tolist(),
-                "upper_bounds": _nan_to_none(self.bounds),
+                "upper_bounds": None if self.bounds is None else _nan_to_none(self.bounds),
             }
         if self.coverage is not None:
             out["coverage"] = self.coverage

@@ -46,7 +46,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
         super().__init__()
         self.keep_original = keep_original
         if keep_original:
-            self.base_layer = base_layer  # registered as a child; read back through the property below
+            self.base_layer = base_layer  # type: ignore[misc]  # nn.Module registers it; read through the property
             self.plasticity_modules = nn.ModuleDict({})
         else:
             # A view of the module: the same registries, so its parameters keep their own names everywhere. The
@@ -63,7 +63,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
     def base_layer(self) -> nn.Module:
         # In place, the trained module *is* the base layer, seen by PEFT's unloading as the base.
         if self.keep_original:
-            return self._modules["base_layer"]
+            return self._modules["base_layer"]  # type: ignore[return-value]  # set in __init__, never None
         return next(iter(self.plasticity_modules.values()))
 
     def update_layer(self, adapter_name: str, inference_mode: bool = False, **kwargs: Any) -> None:
@@ -97,7 +97,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
             warnings.warn(f"already merged with {self.merged_adapters}; unmerging first", stacklevel=2)
             self.unmerge()
         name = adapter_names[0]
-        self.base_layer, self.plasticity_modules[name] = self.plasticity_modules[name], self.base_layer
+        self.base_layer, self.plasticity_modules[name] = self.plasticity_modules[name], self.base_layer  # type: ignore[misc]
         self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
@@ -107,7 +107,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
         name = self.merged_adapters.pop()
         if not self.keep_original:
             return  # merged and unmerged are the same weights: the adapter's
-        self.base_layer, self.plasticity_modules[name] = self.plasticity_modules[name], self.base_layer
+        self.base_layer, self.plasticity_modules[name] = self.plasticity_modules[name], self.base_layer  # type: ignore[misc]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.disable_adapters:

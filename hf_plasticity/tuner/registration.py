@@ -28,7 +28,7 @@ def register() -> None:
     )
 
 
-def _unregister(member: object) -> None:
+def _unregister(member: Any) -> None:
     from peft.mapping import (
         PEFT_TYPE_TO_CONFIG_MAPPING,
         PEFT_TYPE_TO_MIXED_MODEL_MAPPING,
