@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+from collections import namedtuple
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from hf_plasticity.errors import OutputPathError
 from hf_plasticity.io import (
@@ -15,6 +19,7 @@ from hf_plasticity.io import (
     check_output_path,
     check_output_paths,
     figure_format,
+    jsonable,
 )
 
 
@@ -84,3 +89,27 @@ def test_output_dir_argument_spellings(flag: str) -> None:
     add_output_dir_argument(parser, Path("default"), "results")
     assert parser.parse_args([flag, "x"]).output_dir == Path("x")
     assert parser.parse_args([]).output_dir == Path("default")
+
+
+Point = namedtuple("Point", "x y")
+JSONABLE_CASES = {
+    "numpy-array": (np.array([[1.0, np.nan], [np.inf, 2.5]]), [[1.0, None], [None, 2.5]]),
+    "numpy-scalars": ({"n": np.int64(3), "x": np.float32(0.5), "ok": np.bool_(True)}, {"n": 3, "x": 0.5, "ok": True}),
+    "tensor": (torch.tensor([1.5, float("-inf")]), [1.5, None]),
+    "tuple-and-set": ((1, {2}), [1, [2]]),
+    "named-tuple": (Point(1, 2.0), {"x": 1, "y": 2.0}),
+    "keys-to-str": ({1: "a"}, {"1": "a"}),
+    "other-to-str": (Path("x/y"), "x/y"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JSONABLE_CASES), ids=sorted(JSONABLE_CASES))
+def test_jsonable(case: str) -> None:
+    value, expected = JSONABLE_CASES[case]
+    out = jsonable(value)
+    assert out == expected
+    json.dumps(out, allow_nan=False)  # strict JSON
+
+
+def test_jsonable_rounds_floats_to_significant_digits() -> None:
+    assert jsonable({"a": [1.23456789, 123456.789]}, digits=6) == {"a": [1.23457, 123457.0]}

@@ -318,16 +318,7 @@ def _check_pairs(pairs: Any, model: nn.Module) -> tuple[torch.Tensor, torch.Tens
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
     from ..components import get_component_map
+    from ..measure.estimator import check_pixels
 
-    config = getattr(model, "config", None)
-    channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
-    if not get_component_map(model).fixed_image_size:
-        size = None  # the family interpolates positions: any size goes
-    if channels is not None and x.shape[1] != channels:
-        raise InvalidInputError(f"the model takes {channels}-channel images but the pairs have {x.shape[1]} channels")
-    if isinstance(size, int) and tuple(x.shape[-2:]) != (size, size):
-        raise InvalidInputError(
-            f"the model takes {size}x{size} images but the pairs are {x.shape[-2]}x{x.shape[-1]}; process them with "
-            "the model's image processor"
-        )
+    check_pixels(x, model, get_component_map(model).fixed_image_size)
     return x.float(), y.float()

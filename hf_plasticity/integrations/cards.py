@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..components import rank_components
+from ..data.loaders import FASHION_MNIST_CLASSES
 from ..errors import InvalidInputError, ModelCardError, PlasticityError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, jsonable
 from ..report.report import PlasticityReport
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def _stored_scores(config: PlasticityConfig) -> dict[str, Any]:
 
 def _selection(config: PlasticityConfig) -> dict[str, Any]:
     rule = config.rule
-    out: dict[str, Any] = {"rule": rule, "value": _plain(getattr(config, rule)), "mode": config.mode}
+    out: dict[str, Any] = {"rule": rule, "value": jsonable(getattr(config, rule), digits=6), "mode": config.mode}
     out["layers"] = list(config.layers) if config.layers is not None else "all"
     if config.mode == "full":
         out["keep_original"] = bool(config.keep_original)
@@ -409,7 +410,6 @@ def attach_report(
 BUNDLED_CARD = "model_cards/vit-fashion-mnist.md"
 BUNDLED_REPORT = "model_cards/vit-fashion-mnist.report.json"
 BUNDLED_FIGURE = "model_cards/vit-fashion-mnist.png"
-FASHION_MNIST_CLASSES = "T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot"
 
 
 def bundled_model_card(report: PlasticityReport, figure: str | None = None) -> ModelCard:
@@ -433,7 +433,7 @@ def bundled_model_card(report: PlasticityReport, figure: str | None = None) -> M
         f"with warmup, seed {meta['seed']}, {meta['train_seconds']:.0f} s on {meta['threads']} CPU thread(s).\n"
         f"Position embeddings start from a {meta['pos_init']} init; no data augmentation, no dropout.\n\n"
         "Inputs: grayscale images converted to RGB, 28x28, normalized with mean = std = 0.5 (see\n"
-        f"`preprocessor_config.json`). Labels: {FASHION_MNIST_CLASSES}.\n\n"
+        f"`preprocessor_config.json`). Labels: {', '.join(FASHION_MNIST_CLASSES)}.\n\n"
         "Fashion-MNIST is © Zalando SE, released under the MIT licence."
     )
     return build_model_card(
@@ -745,27 +745,6 @@ def _fmt(x: Any) -> str:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^\w.-]+", "-", name).strip("-") or "data"
-
-
-def _plain(value: Any) -> Any:
-    """Numbers, strings, lists and dicts only (numpy values and tuples converted), for YAML."""
-    import numpy as np
-
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, list | tuple | set):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return _num(value)
-    if hasattr(value, "_asdict"):
-        return _plain(value._asdict())
-    return value if value is None or isinstance(value, str) else str(value)
 
 
 def _version() -> str:

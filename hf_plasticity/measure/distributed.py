@@ -46,10 +46,6 @@ class Shard:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def owns(self, batch_index: int) -> bool:
-        """Whether this process measures the batch with this global index."""
-        return batch_index % self.world_size == self.rank
-
     def combine(
         self, stats: RateStats, pairs: PairBatches, tokens: dict[str, Any] | None = None
     ) -> tuple[RateStats, dict[str, Any], dict[str, Any] | None]:

@@ -3,6 +3,10 @@
 Two protocols. ``"shared"`` is the paper's: every component of every layer is applied to the same pair of
 embedding outputs (z_x, z_y), so what is compared is each component's *function*. ``"in_situ"`` feeds each
 component the input it really receives at its depth, read by hooks during one forward pass over x and y.
+
+Why one module of ~500 lines: both protocols share the batch loop, the pixel and non-finite checks, the
+per-batch statistics the collectives re-add, and the wrapper unwrapping; the bounds and the collectives,
+which stand alone, are in :mod:`.bounds` and :mod:`.distributed`.
 """
 
 from __future__ import annotations
@@ -130,8 +134,8 @@ def measure_plasticity(
                 for x, y in bar:
                     x = x.to(dev, dtype, non_blocking=True)
                     y = y.to(dev, dtype, non_blocking=True)
-                    _check_pixels(x, resolved)
-                    _check_pixels(y, resolved)
+                    check_pixels(x, resolved.model, resolved.map.fixed_image_size)
+                    check_pixels(y, resolved.model, resolved.map.fixed_image_size)
                     rates, in_norms, z = run(x, y)
                     if not bool(torch.isfinite(rates.sum() + in_norms.sum())):
                         raise _non_finite_error(resolved, comps, x, y, rates, in_norms, seen)
@@ -431,8 +435,12 @@ def _fit_width(z: torch.Tensor, first: nn.Module) -> torch.Tensor:
     return torch.nn.functional.pad(z, (0, width - z.shape[-1]))
 
 
-def _check_pixels(pixels: torch.Tensor, resolved: ResolvedComponents) -> None:
-    config = getattr(resolved.model, "config", None)
+def check_pixels(pixels: torch.Tensor, model: nn.Module, fixed_image_size: bool) -> None:
+    """Refuse pixels the model cannot take (channels; size, for a family whose embedding has a fixed size).
+
+    The one pixel-shape check: the estimator runs it on every batch, ``PlasticityCallback`` on its held-out pairs.
+    """
+    config = getattr(model, "config", None)
     channels = getattr(config, "num_channels", None)
     if channels is not None and pixels.shape[1] != channels:
         raise InvalidInputError(
@@ -441,7 +449,7 @@ def _check_pixels(pixels: torch.Tensor, resolved: ResolvedComponents) -> None:
             "model's image processor"
         )
     size = getattr(config, "image_size", None)
-    if resolved.map.fixed_image_size and size is not None:
+    if fixed_image_size and size is not None:
         want = (size, size) if isinstance(size, int) else tuple(size)
         if tuple(pixels.shape[-2:]) != want:
             raise InvalidInputError(

@@ -4,6 +4,10 @@ The report keeps the mergeable sums (count, sum, sum of squares per layer and co
 only means, so reports of shards measured by several processes merge exactly; beside them, the paper's
 theoretical upper bounds and the embedding statistics they need (radius, token spread). It knows nothing
 of PEFT or model cards; they read it. Figures live in :mod:`.plots`, tables in :mod:`.tables`.
+
+Why one module of ~650 lines: the statistics, merging and the JSON format share one set of arrays and
+invariants (shapes per layer and component, schema versions, pair coverage), and reading a file checks
+them all against the same class; what only reads a report (tables, figures, cards) is already apart.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ..errors import (
     ReportFormatError,
     UnknownComponentError,
 )
-from ..io import atomic_write_text
+from ..io import atomic_write_text, jsonable
 from ..stats import mean_std, merge_ranges, ranges_overlap
 from .bounds import WeightBounds
 
@@ -315,28 +319,28 @@ class PlasticityReport:
             "num_layers": self.num_layers,
             "module_paths": self.module_paths,
             "ranking": self.ranking(),
-            "summary": {c: {k: _json_float(v) for k, v in s._asdict().items()} for c, s in self.summary().items()},
+            "summary": {c: {k: jsonable(v) for k, v in s._asdict().items()} for c, s in self.summary().items()},
             "stats": {
                 "count": self.count.tolist(),
                 "sum": self.sum.tolist(),
                 "sum_sq": self.sum_sq.tolist(),
                 "excluded": self.excluded.tolist(),
             },
-            "mean": _nan_to_none(self.mean),
-            "ci95": _nan_to_none(self.ci95),
+            "mean": jsonable(self.mean),
+            "ci95": jsonable(self.ci95),
         }
         if self.tokens:
             out["tokens"] = {
                 **self.tokens,
-                "radius": _json_float(self.radius),
-                "token_spread": _json_float(self.token_spread),
+                "radius": jsonable(self.radius),
+                "token_spread": jsonable(self.token_spread),
             }
         if self.weight_bounds is not None:
             out["bounds"] = {
                 "components": list(self.weight_bounds.components),
-                "weights": _nan_to_none(self.weight_bounds.layers),
+                "weights": jsonable(self.weight_bounds.layers),
                 "attention_heads": self.weight_bounds.heads.tolist(),
-                "upper_bounds": None if self.bounds is None else _nan_to_none(self.bounds),
+                "upper_bounds": None if self.bounds is None else jsonable(self.bounds),
             }
         if self.coverage is not None:
             out["coverage"] = self.coverage
@@ -532,14 +536,6 @@ def _versions() -> dict[str, str]:
 
 def _finite(x: float) -> float:
     return x if math.isfinite(x) else -math.inf
-
-
-def _nan_to_none(a: np.ndarray) -> list[list[float | None]]:
-    return [[None if not math.isfinite(v) else float(v) for v in row] for row in a.tolist()]
-
-
-def _json_float(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _merge_tokens(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
