@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from peft import get_peft_model
-from transformers import BertConfig, BertForSequenceClassification, TrainerControl, TrainerState
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerControl, TrainerState
 
 from hf_plasticity import (
     InvalidInputError,
@@ -212,3 +213,27 @@ def test_resume_without_the_callback_state_warns(tmp_path: Path) -> None:
             TINY_MODELS["vit"](), tiny_data(), None, PlasticityConfig(components=["mha"]), args,
             callbacks=[callback], save=False,
         )  # fmt: skip
+
+
+def _plain_trainer_run(out: Path, resume: bool) -> tuple[PlasticityCallback, Trainer]:
+    g = torch.Generator().manual_seed(0)
+    rows = [{"pixel_values": p, "labels": int(torch.randint(0, 3, (), generator=g))} for p in pixels(16, seed=7)]
+    model = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(components=["mha"]))
+    callback = PlasticityCallback(PAIRS, every=2, batch_size=4)
+    args = training_args(out, max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[callback])
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    return callback, trainer
+
+
+def test_resume_finds_the_state_under_output_dir(tmp_path: Path) -> None:
+    """A plain Trainer resumed with ``resume_from_checkpoint=True`` (its last checkpoint under output_dir)."""
+    whole_cb, whole = _plain_trainer_run(tmp_path, resume=False)
+    expected = {e["step"]: e for e in whole.state.log_history if "loss" in e}
+    shutil.rmtree(tmp_path / "checkpoint-4")  # so the last checkpoint is the halfway one
+    resumed_cb, resumed = _plain_trainer_run(tmp_path, resume=True)
+    got = {e["step"]: e for e in resumed.state.log_history if "loss" in e}
+    for step in (3, 4):
+        for key in ("plasticity/weight_change/mha", "plasticity/grad_norm/mha"):
+            assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5), (step, key)
+    assert [r["step"] for r in resumed_cb.series.plasticity] == [r["step"] for r in whole_cb.series.plasticity]
