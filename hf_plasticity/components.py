@@ -13,11 +13,12 @@ import functools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from torch import nn
+from .errors import ComponentMapError, UnknownComponentError, UnsupportedModelError
 
-from .errors import UnknownComponentError, UnsupportedModelError
+if TYPE_CHECKING:
+    from torch import nn
 
 COMPONENTS: tuple[str, ...] = ("attn_norm", "mha", "ffn_norm", "ffn_fc1", "ffn_fc2")
 """The five component types of a pre-norm transformer block, in the paper's naming."""
@@ -42,8 +43,8 @@ def rank_components(scores: Mapping[str, float | None]) -> list[str]:
 
     def key(comp: str) -> tuple[float, int]:
         value = scores[comp]
-        finite = value is not None and math.isfinite(value)
-        return (-value if finite else math.inf, COMPONENTS.index(comp) if comp in COMPONENTS else len(COMPONENTS))
+        first = -value if value is not None and math.isfinite(value) else math.inf
+        return (first, COMPONENTS.index(comp) if comp in COMPONENTS else len(COMPONENTS))
 
     return sorted(scores, key=key)
 
@@ -159,7 +160,9 @@ class ComponentMap:
     def __post_init__(self) -> None:
         missing = set(COMPONENTS) - set(self.components)
         if missing:
-            raise ValueError(f"component map {self.family!r} lacks {sorted(missing)}; it must name {COMPONENTS}")
+            raise ComponentMapError(
+                f"component map {self.family!r} lacks {sorted(missing)}; it must name {COMPONENTS}"
+            )
         typed = {c: _typed(c, s, self.attention_projections) for c, s in self.components.items()}
         object.__setattr__(self, "components", typed)
         for specs in self.variants.values():
@@ -306,7 +309,7 @@ def register_component_map(component_map: ComponentMap, *, overwrite: bool = Fal
     """Register a layout for the ``config.model_type`` values it names; returns it, for chaining."""
     for model_type in component_map.model_types:
         if model_type in _REGISTRY and not overwrite and _REGISTRY[model_type] != component_map:
-            raise ValueError(
+            raise ComponentMapError(
                 f"model_type {model_type!r} already has the component map {_REGISTRY[model_type].family!r}; "
                 "pass overwrite=True to replace it"
             )
@@ -337,7 +340,7 @@ def get_component_map(model_or_type: nn.Module | str) -> ComponentMap:
     """The registered map for a model (by its ``config.model_type``) or for a model-type string."""
     model_type = model_or_type if isinstance(model_or_type, str) else _model_type(model_or_type)
     try:
-        return _REGISTRY[model_type]
+        return _REGISTRY[model_type or ""]
     except KeyError:
         what = f"model type {model_type!r}" if model_type else f"{type(model_or_type).__name__} (no config.model_type)"
         why = f" ({_REFUSED[model_type]})" if model_type in _REFUSED else ""
@@ -350,6 +353,8 @@ def get_component_map(model_or_type: nn.Module | str) -> ComponentMap:
 
 def resolve_components(model: nn.Module) -> ResolvedComponents:
     """Bind the model's component map to the live model, checking every named module exists."""
+    from torch import nn  # here, not at the top: `hf-plasticity list` reads the registry without torch
+
     cmap = get_component_map(model)
     prefix = cmap.tower if cmap.tower is not None else _base_prefix(model)
     names = dict(model.named_modules())
@@ -417,6 +422,8 @@ def _model_type(model: nn.Module) -> str | None:
 
 def _base_prefix(model: nn.Module) -> str:
     """The path of the base model inside a task model ('' when the model is the base model)."""
+    from torch import nn
+
     prefix = getattr(model, "base_model_prefix", "")
     if prefix and isinstance(getattr(model, prefix, None), nn.Module):
         return prefix

@@ -5,6 +5,10 @@ images) and a ``label`` column (``datasets.ClassLabel`` with real class names) -
 finetuning code never care where the data came from, and ``dataset.info`` records its name and origin so a
 report can say which data was used. Text comes from a local file (``.txt``/``.md``: one row per paragraph;
 ``.json``/``.jsonl``: datasets' own reader) or a saved data set with a text column.
+
+Why one module of ~430 lines: every loader ends in the one conversion (:func:`arrays_to_dataset`) and one
+name table that :func:`load_named_dataset` and ``hf-plasticity list`` read; splitting by source would spread
+that table.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import os
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 
 from hf_plasticity.errors import EmptyDataError, InvalidInputError, MissingDataError
 from hf_plasticity.lookup import check_hub, reject_local_typo
+
+if TYPE_CHECKING:  # imported where used: `hf-plasticity list` names the data sets without loading datasets
+    import datasets
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -76,6 +83,8 @@ def arrays_to_dataset(
     description: str,
 ) -> datasets.Dataset:
     """Wrap uint8 (N, H, W) arrays as an image/label Dataset, so every source looks the same downstream."""
+    import datasets
+
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 3:
@@ -106,7 +115,7 @@ def read_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     They are bundled (``assets/digits.npz``, written by ``scripts/make_digits_asset.py`` from
     ``sklearn.datasets.load_digits``) so the demo runs after a plain install, without scikit-learn.
     """
-    resource = importlib.resources.files("hf_plasticity").joinpath("assets", _DIGITS_RESOURCE)
+    resource = importlib.resources.files("hf_plasticity").joinpath("assets").joinpath(_DIGITS_RESOURCE)
     if not resource.is_file():
         raise MissingDataError(
             f"the bundled digits ({_DIGITS_RESOURCE}) are missing from the hf_plasticity package; reinstall it, "
@@ -268,7 +277,7 @@ def write_fashion_mnist_sample(
 
 def read_fashion_mnist_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The bundled 2000-image sample as arrays; works from an installed wheel, hence importlib.resources."""
-    resource = importlib.resources.files("hf_plasticity").joinpath("assets", _SAMPLE_RESOURCE)
+    resource = importlib.resources.files("hf_plasticity").joinpath("assets").joinpath(_SAMPLE_RESOURCE)
     if not resource.is_file():
         raise MissingDataError(
             f"the bundled Fashion-MNIST sample ({_SAMPLE_RESOURCE}) is missing from the hf_plasticity "
@@ -334,6 +343,8 @@ def _choose_split(names: Sequence[str], split: str | None, where: str) -> str:
 
 def _normalise_columns(dataset: datasets.Dataset, where: str) -> datasets.Dataset:
     """Rename a lone image / class-label column (e.g. CIFAR's ``img``) so downstream code finds them."""
+    import datasets
+
     features = dataset.features
     if "image" not in features:
         image_cols = [c for c, f in features.items() if isinstance(f, datasets.Image)]
@@ -367,6 +378,8 @@ def _saved_dataset_is_empty(folder: Path) -> bool:
 
 def _load_local(path: Path, split: str | None) -> datasets.Dataset:
     """A ``save_to_disk`` folder if it has its marker files, otherwise an image folder (class subfolders)."""
+    import datasets
+
     where = str(path)
     dict_file = path / "dataset_dict.json"
     if dict_file.is_file():
@@ -435,6 +448,8 @@ def load_named_dataset(name_or_path: str, split: str | None = None) -> datasets.
     folder or Hub data set (Hub default: "test"); among registry names only "fashion-mnist" uses it
     (train or test), the others name a fixed set of images and ignore it.
     """
+    import datasets
+
     key = name_or_path.strip()
     if key in _REGISTRY:
         dataset = load_fashion_mnist(split or "train") if key == "fashion-mnist" else _REGISTRY[key]()

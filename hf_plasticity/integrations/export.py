@@ -13,12 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError, PlasticityError
+from ..errors import ExportError, InvalidInputError
 from .cards import plasticity_config_of
-
-
-class ExportError(PlasticityError, ValueError):
-    """A model that cannot be exported the way asked (e.g. LoRA export of a mode-full adapter)."""
 
 
 def export_lora(model: Any, save_directory: str | os.PathLike[str], adapter_name: str = "default") -> Path:

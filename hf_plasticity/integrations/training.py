@@ -13,7 +13,6 @@ windows of ``seq_len`` tokens, each its own target).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, jsonable
 from ..tuner.config import RULES, PlasticityConfig
 
 if TYPE_CHECKING:
@@ -284,11 +283,11 @@ def finetune(
         eval_metrics=dict(eval_metrics),
     )
     if save:
-        out = Path(training_args.output_dir)
+        out = Path(str(training_args.output_dir))
         trainer.save_model(str(out / "adapter"))  # the main process writes; PEFT saves only the adapter
         if trainer.is_world_process_zero():
             metrics = {"train": result.train_metrics, "eval": result.eval_metrics}
-            result.files["metrics"] = atomic_write_text(out / "metrics.json", json.dumps(_jsonable(metrics), indent=2))
+            result.files["metrics"] = atomic_write_text(out / "metrics.json", json.dumps(jsonable(metrics), indent=2))
         result.files["adapter"] = out / "adapter"
     return result
 
@@ -560,13 +559,3 @@ def new_head(model: nn.Module) -> None:
 
 def _available_pairs(n: int, reference: Any) -> int:
     return min(n, len(reference)) if reference is not None else n // 2
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer | torch.Tensor):
-        return obj.item()
-    return obj

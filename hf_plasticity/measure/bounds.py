@@ -1,6 +1,8 @@
 """The paper's theoretical upper bounds on each component's plasticity, from the live weights.
 
-Odonnat et al. explain their ranking with Lipschitz-type bounds (``../shared/paper-notes.md`` section 2):
+Odonnat et al., *Vision Transformer Finetuning Benefits from Non-Smooth Components* (ICML 2026,
+arXiv:2602.06883), explain their ranking with Lipschitz-type bounds, which the authors' reference code
+(ambroiseodt/vit-plasticity) computes per layer:
 a LayerNorm's rate is at most its largest gain |gamma| (for input tokens of spread >= 1), a linear map's at
 most its spectral norm, and attention's at most
 

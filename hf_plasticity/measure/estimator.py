@@ -3,6 +3,10 @@
 Two protocols. ``"shared"`` is the paper's: every component of every layer is applied to the same pair of
 embedding outputs (z_x, z_y), so what is compared is each component's *function*. ``"in_situ"`` feeds each
 component the input it really receives at its depth, read by hooks during one forward pass over x and y.
+
+Why one module of ~500 lines: both protocols share the batch loop, the pixel and non-finite checks, the
+per-batch statistics the collectives re-add, and the wrapper unwrapping; the bounds and the collectives,
+which stand alone, are in :mod:`.bounds` and :mod:`.distributed`.
 """
 
 from __future__ import annotations
@@ -630,13 +634,18 @@ def _pair_inputs(
             value = value.to(dev, dtype if value.is_floating_point() else value.dtype, non_blocking=True)
         out[key] = value
     if "pixel_values" in out:
-        _check_pixels(out["pixel_values"][:b], resolved)
-        _check_pixels(out["pixel_values"][b:], resolved)
+        base = resolved.base()  # a dual encoder's vision tower has the image config
+        check_pixels(out["pixel_values"][:b], base, resolved.map.fixed_image_size)
+        check_pixels(out["pixel_values"][b:], base, resolved.map.fixed_image_size)
     return out, b
 
 
-def _check_pixels(pixels: torch.Tensor, resolved: ResolvedComponents) -> None:
-    config = getattr(resolved.base(), "config", None) or getattr(resolved.model, "config", None)
+def check_pixels(pixels: torch.Tensor, model: nn.Module, fixed_image_size: bool) -> None:
+    """Refuse pixels the model cannot take (channels; size, for a family whose embedding has a fixed size).
+
+    The one pixel-shape check: the estimator runs it on every batch, ``PlasticityCallback`` on its held-out pairs.
+    """
+    config = getattr(model, "config", None)
     channels = getattr(config, "num_channels", None)
     if channels is not None and pixels.shape[1] != channels:
         raise InvalidInputError(
@@ -645,7 +654,7 @@ def _check_pixels(pixels: torch.Tensor, resolved: ResolvedComponents) -> None:
             "model's image processor"
         )
     size = getattr(config, "image_size", None)
-    if resolved.map.fixed_image_size and size is not None:
+    if fixed_image_size and size is not None:
         want = (size, size) if isinstance(size, int) else tuple(size)
         if tuple(pixels.shape[-2:]) != want:
             raise InvalidInputError(

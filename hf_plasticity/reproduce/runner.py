@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
@@ -30,7 +30,7 @@ from .methods import DESCRIPTIONS, METHODS, ResolvedMethod, lora_share, resolve_
 from .tasks import TASKS, Task, prepare_task
 
 SEEDS = (0, 42, 3407)
-PROTOCOLS = ("shared", "in_situ")
+PROTOCOLS: tuple[Literal["shared", "in_situ"], ...] = ("shared", "in_situ")
 REFERENCE = "fashion-mnist-sample"
 
 
@@ -142,8 +142,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
     tasks = {name: prepare_task(name, processor, spec.limits) for name in spec.tasks}
     reference = load_fashion_mnist_sample()
     measurements, reports = {}, {}
-    for name, task in tasks.items():
-        reports[name], measurements[name] = _measure(task, reference, processor, spec, out, progress)
+    for name, prepared in tasks.items():
+        reports[name], measurements[name] = _measure(prepared, reference, processor, spec, out, progress)
     budgets = {name: lora_share(task.num_labels) for name, task in tasks.items()}
     resolved = {
         name: resolve_methods(spec.methods, task.num_labels, reports[name], budgets[name])
@@ -151,7 +151,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
     }
     measured_at = time.perf_counter() - started
     cache_root = out / "runs" / _protocol_hash(spec)
-    chosen_runs, grid = [], {}
+    chosen_runs: list[dict[str, Any]] = []
+    grid: dict[str, Any] = {}
     for plan in spec.optimizers:
         plan_tasks = [t for t in spec.tasks if plan.tasks is None or t in plan.tasks]
         plan_methods = [m for m in spec.methods if plan.methods is None or m in plan.methods]
@@ -162,7 +163,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
             for lr in plan.lrs
         ]
         first = _execute(jobs, tasks, spec, progress, f"{plan.name}: learning-rate grid (seed {spec.seeds[0]})")
-        best = {}
+        best: dict[tuple[str, str], float] = {}
         for (task, key), (_, names) in groups.items():
             tried = [r for r in first if r["task"] == task and r["run_key"] == key]
             top = max(tried, key=lambda r: (r["val_accuracy"], -r["lr"]))  # ties: the smaller rate
@@ -179,9 +180,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
         ]
         rest = _execute(jobs, tasks, spec, progress, f"{plan.name}: seeds {list(spec.seeds[1:])}")
         for result in [*first, *rest]:
-            key = (result["task"], result["run_key"])
-            if result["lr"] == best[key]:
-                chosen_runs.append({**result, "methods": groups[key][1]})
+            run = (result["task"], result["run_key"])
+            if result["lr"] == best[run]:
+                chosen_runs.append({**result, "methods": groups[run][1]})
     return {
         "spec": spec.to_dict(),
         "tasks": {name: task.to_dict() for name, task in tasks.items()},
@@ -208,7 +209,8 @@ def _measure(
     model = load_model(BUNDLED)
     train = task.split_dataset("train")
     num_pairs = min(spec.num_pairs, len(train), len(reference))
-    reports, summary = {}, {}
+    reports: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
     for protocol in PROTOCOLS:
         report = measure_plasticity(
             model,

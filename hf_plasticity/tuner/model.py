@@ -27,7 +27,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..components import resolve_components
-from ..errors import AdapterLoadError, InvalidInputError
+from ..errors import AdapterCombinationError, AdapterLoadError, InvalidInputError
 from .config import PlasticityConfig
 from .layer import PlasticityLayer, in_place_error
 from .selection import lora_targets, select_modules
@@ -48,7 +48,8 @@ class PlasticityModel(BaseTuner):
 
     prefix: str = "plasticity_"
     tuner_layer_cls = BaseTunerLayer  # PlasticityLayer, and PEFT's own LoRA layers in mode="lora"
-    target_module_mapping: ClassVar[dict[str, list[str]]] = {}
+    target_module_mapping: ClassVar[dict[str, list[str]]] = {}  # type: ignore[misc]  # PEFT's is per instance
+    peft_config: dict[str, PlasticityConfig]  # type: ignore[assignment]  # PEFT types it as any PeftConfig
     _container: ClassVar[str] = PlasticityLayer.adapter_layer_names[0]
 
     def __init__(self, model: nn.Module, *args: Any, **kwargs: Any) -> None:
@@ -77,7 +78,7 @@ class PlasticityModel(BaseTuner):
         self._resolve_targets(model, adapter_name)
         if state_dict is not None:
             state_dict = {f"{m}.{self.prefix}": None for m in _modules_in_state_dict(model, state_dict)}
-        super().inject_adapter(model, adapter_name, *args, state_dict=state_dict, **kwargs)
+        super().inject_adapter(model, adapter_name, *args, state_dict=state_dict, **kwargs)  # type: ignore[misc]
 
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
@@ -93,7 +94,7 @@ class PlasticityModel(BaseTuner):
         return super()._remove_adapter_name_from_key(key, adapter_name)
 
     @classmethod
-    def _remap_adapter_state_dict_for_load(
+    def _remap_adapter_state_dict_for_load(  # type: ignore[override]
         cls, model: nn.Module, config: PlasticityConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """PEFT's remapping, plus: a full-mode file loads whether it was saved in place or beside a kept original,
@@ -164,16 +165,18 @@ class PlasticityModel(BaseTuner):
         else:
             config.target_modules = list(config.selected_modules)
 
-    def _prepare_adapter_config(self, peft_config: PlasticityConfig, model_config: dict) -> PlasticityConfig:
+    def _prepare_adapter_config(  # type: ignore[override]  # PEFT's tuners narrow the config to their own
+        self, peft_config: PlasticityConfig, model_config: dict
+    ) -> PlasticityConfig:
         return peft_config  # targets are resolved from the live model in _pre_injection_hook
 
     @staticmethod
-    def _check_target_module_exists(peft_config: PlasticityConfig, key: str) -> bool:
+    def _check_target_module_exists(peft_config: PlasticityConfig, key: str) -> bool:  # type: ignore[override]
         # PEFT's own matcher: with 20+ targets PEFT rewrites the full names into the shortest suffixes
         # that match them and no other module, so exact-name matching alone would miss them.
         return bool(check_target_module_exists(peft_config, key))
 
-    def _create_and_replace(
+    def _create_and_replace(  # type: ignore[override]
         self,
         peft_config: PlasticityConfig,
         adapter_name: str,
@@ -258,10 +261,25 @@ class PlasticityModel(BaseTuner):
         if any(c.in_place for c in self.peft_config.values()):
             raise in_place_error(action)
 
+    def _unload_and_optionally_merge(
+        self,
+        merge: bool = True,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+    ) -> Any:
+        """PEFT's, after refusing a merge of several full-mode adapters before any module is touched."""
+        if merge:
+            self._unloading_checks(adapter_names)
+        return super()._unload_and_optionally_merge(merge, progressbar, safe_merge, adapter_names)
+
     def _unloading_checks(self, adapter_names: list[str] | None) -> None:
         adapters = adapter_names or self.active_adapters
         if len(adapters) > 1 and any(self.peft_config[a].mode == "full" for a in adapters):
-            raise ValueError("cannot merge several full-mode plasticity adapters: each replaces the same weights")
+            raise AdapterCombinationError(
+                "cannot merge several full-mode plasticity adapters: each replaces the same weights; merge one "
+                "adapter (merge_and_unload(adapter_names=[name]))"
+            )
 
 
 def _called_by_transformers_load_adapter() -> bool:
@@ -270,7 +288,7 @@ def _called_by_transformers_load_adapter() -> bool:
     It is the one loader that cannot be taught our mode-'lora' keys (see the error above), and nothing of ours
     runs inside it but this injection: the call stack is the only place to tell it from PEFT's own loaders.
     """
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
         if code.co_name == "load_adapter" and "transformers" in code.co_filename.replace("\\", "/").split("/"):
