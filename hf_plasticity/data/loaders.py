@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hf_plasticity.data.text import find_text_column, read_text_file
 from hf_plasticity.errors import EmptyDataError, InvalidInputError, MissingDataError
 from hf_plasticity.lookup import check_hub, reject_local_typo
 
@@ -356,6 +355,8 @@ def _normalise_columns(dataset: datasets.Dataset, where: str) -> datasets.Datase
         if len(label_cols) == 1:
             dataset = dataset.rename_column(label_cols[0], "label")
     if "image" not in dataset.features and "pixel_values" not in dataset.features:
+        from hf_plasticity.data.text import find_text_column  # torch-bound: not at import (`hf-plasticity list`)
+
         if "input_ids" in dataset.features or find_text_column(dataset, "data", None) is not None:
             return dataset  # text: a tokenizer cuts it into windows when pairs are planned
         raise InvalidInputError(
@@ -411,6 +412,8 @@ _TEXT_SUFFIXES = {".txt": None, ".md": None, ".json": "json", ".jsonl": "json"}
 def load_text_file(path: str | os.PathLike[str]) -> datasets.Dataset:
     """A local text file as a Dataset with a ``text`` column (``.txt``/``.md``: one row per paragraph), or the
     rows of a ``.json``/``.jsonl`` file read by datasets' own builder, offline."""
+    import datasets
+
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix not in _TEXT_SUFFIXES:
@@ -421,6 +424,8 @@ def load_text_file(path: str | os.PathLike[str]) -> datasets.Dataset:
         )
     builder = _TEXT_SUFFIXES[suffix]
     if builder is None:
+        from hf_plasticity.data.text import read_text_file
+
         rows = read_text_file(path)
         info = datasets.DatasetInfo(dataset_name=path.name, description=f"paragraphs of {path}")
         return datasets.Dataset.from_dict({"text": rows}, info=info)
