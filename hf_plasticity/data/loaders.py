@@ -355,7 +355,7 @@ def _normalise_columns(dataset: datasets.Dataset, where: str) -> datasets.Datase
         if len(label_cols) == 1:
             dataset = dataset.rename_column(label_cols[0], "label")
     if "image" not in dataset.features and "pixel_values" not in dataset.features:
-        from hf_plasticity.data.text import find_text_column  # torch-bound: not at import (`hf-plasticity list`)
+        from hf_plasticity.data.text import find_text_column  # imports torch: only for a data set without images
 
         if "input_ids" in dataset.features or find_text_column(dataset, "data", None) is not None:
             return dataset  # text: a tokenizer cuts it into windows when pairs are planned
@@ -414,6 +414,8 @@ def load_text_file(path: str | os.PathLike[str]) -> datasets.Dataset:
     rows of a ``.json``/``.jsonl`` file read by datasets' own builder, offline."""
     import datasets
 
+    from hf_plasticity.data.text import read_text_file
+
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix not in _TEXT_SUFFIXES:
@@ -424,8 +426,6 @@ def load_text_file(path: str | os.PathLike[str]) -> datasets.Dataset:
         )
     builder = _TEXT_SUFFIXES[suffix]
     if builder is None:
-        from hf_plasticity.data.text import read_text_file
-
         rows = read_text_file(path)
         info = datasets.DatasetInfo(dataset_name=path.name, description=f"paragraphs of {path}")
         return datasets.Dataset.from_dict({"text": rows}, info=info)
