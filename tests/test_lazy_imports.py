@@ -61,7 +61,7 @@ def test_cli_answers_without_heavy_imports(case: str) -> None:
 
 def test_list_still_names_everything() -> None:
     done = _python("from hf_plasticity.cli import main\nmain(['list'])")
-    assert "model types: deit, dinov2, vit" in done.stdout
+    assert "model types: beit, bert, clip" in done.stdout and "qwen3" in done.stdout
     assert "bundled data sets:" in done.stdout and "digits" in done.stdout
 
 
