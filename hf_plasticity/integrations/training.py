@@ -247,9 +247,12 @@ def finetune(
                 f"a {task} model trains on text: pass tokenizer=AutoTokenizer.from_pretrained(NAME_OR_PATH)"
             )
         _ensure_pad_token(tokenizer, peft_model)
-        options = {"task": task, "seq_len": seq_len, "text_column": text_column}
-        train = text_dataset(train_dataset, tokenizer, **options)
-        evaluation = None if eval_dataset is None else text_dataset(eval_dataset, tokenizer, **options)
+        train = text_dataset(train_dataset, tokenizer, task=task, seq_len=seq_len, text_column=text_column)
+        evaluation = (
+            None
+            if eval_dataset is None
+            else text_dataset(eval_dataset, tokenizer, task=task, seq_len=seq_len, text_column=text_column)
+        )
         extra["processing_class"] = tokenizer  # saved beside the adapter
         if task == "SEQ_CLS":
             from transformers import DataCollatorWithPadding
@@ -495,7 +498,7 @@ def _label_names(data: datasets.Dataset, name: str) -> list[Any]:
 def _save_report(report: PlasticityReport, training_args: TrainingArguments) -> dict[str, Path]:
     files: dict[str, Path] = {}
     if training_args.process_index == 0:
-        out = Path(training_args.output_dir)
+        out = Path(_output_dir(training_args))
         files["report"] = report.save(out / "report.json")
         report.plot(out / "plasticity.png")
         files["figure"] = out / "plasticity.png"
@@ -512,7 +515,7 @@ def _finish(
     result.report = report
     result.files.update(files)
     if args.watch_every and training_args.process_index == 0:
-        result.files["series"] = Path(training_args.output_dir) / "plasticity_series.json"
+        result.files["series"] = Path(_output_dir(training_args)) / "plasticity_series.json"
     return result
 
 
@@ -559,3 +562,10 @@ def new_head(model: nn.Module) -> None:
 
 def _available_pairs(n: int, reference: Any) -> int:
     return min(n, len(reference)) if reference is not None else n // 2
+
+
+def _output_dir(training_args: TrainingArguments) -> str:
+    """transformers types ``output_dir`` as optional; the finetune entry points always set it."""
+    if training_args.output_dir is None:
+        raise InvalidInputError("TrainingArguments.output_dir is None: pass output_dir='my-finetune'")
+    return str(training_args.output_dir)
