@@ -40,7 +40,7 @@ from .estimator import measure_plasticity
 from .export import ExportError, export_lora, export_merged
 from .hub import HubAuthError, HubPushError, push_to_hub
 from .report import ComponentStat, PlasticityReport
-from .tuner import PlasticityConfig, PlasticityModel, load_adapter, select_modules
+from .tuner import PlasticityConfig, PlasticityModel, load_adapter, plasticity_lora_config, select_modules
 
 __all__ = [
     "COMPONENTS",
@@ -80,6 +80,7 @@ __all__ = [
     "get_component_map",
     "load_adapter",
     "measure_plasticity",
+    "plasticity_lora_config",
     "push_to_hub",
     "rank_components",
     "register_component_map",

@@ -6,15 +6,31 @@ import argparse
 import shlex
 from pathlib import Path
 
-from .methods import METHODS
+from .methods import ALL_METHODS
 from .tasks import TASKS
 
 DEFAULT_OUT = Path("benchmarks/results/reproduce")
+PARETO_OUT = Path("benchmarks/results/pareto")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the reproduction (the defaults are the committed full run)."""
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help=f"results folder (default: {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out-dir", type=Path, help=f"results folder (default: {DEFAULT_OUT}; with --pareto: {PARETO_OUT})"
+    )
+    parser.add_argument(
+        "--pareto",
+        action="store_true",
+        help="the Pareto experiment: plasticity against PEFT's selectors at matched parameter budgets",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help=f"runs cache (default: <out-dir>/runs; with --pareto: {DEFAULT_OUT / 'runs'}, shared with the main run)",
+    )
+    parser.add_argument(
+        "--cached-only", action="store_true", help="train nothing: summarise the runs already in the cache"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -22,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, help="worker processes, 1 thread each (default: 2 full, 1 quick)")
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), help="downstream tasks (default: all)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods (default: all)")
+    parser.add_argument("--methods", nargs="+", choices=list(ALL_METHODS), help="methods (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -35,14 +51,24 @@ def run_from_args(args: argparse.Namespace, program: list[str]) -> int:
     from . import reproduce
     from .runner import ExperimentSpec
 
-    spec = ExperimentSpec.quick() if args.quick else ExperimentSpec.full()
+    if args.pareto:
+        spec = ExperimentSpec.pareto_quick() if args.quick else ExperimentSpec.pareto_full()
+        shared = not args.quick and args.out_dir is None  # the committed run reuses the main run's cached runs
+        spec.cache_dir = str(
+            args.cache_dir or (DEFAULT_OUT / "runs" if shared else (args.out_dir or PARETO_OUT) / "runs")
+        )
+    else:
+        spec = ExperimentSpec.quick() if args.quick else ExperimentSpec.full()
+        spec.cache_dir = str(args.cache_dir) if args.cache_dir else None
+    spec.cached_only = args.cached_only
+    out_dir = args.out_dir or (PARETO_OUT if args.pareto else DEFAULT_OUT)
     if args.workers is not None:
         spec.workers = args.workers
     if args.tasks:
         spec.tasks = tuple(args.tasks)
     if args.methods:
         spec.methods = tuple(dict.fromkeys(["linear", "lora", *args.methods]))
-    paths = reproduce(spec, args.out_dir, command=command_line(program, args), progress=not args.no_progress)
+    paths = reproduce(spec, out_dir, command=command_line(program, args), progress=not args.no_progress)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -51,10 +77,14 @@ def run_from_args(args: argparse.Namespace, program: list[str]) -> int:
 def command_line(program: list[str], args: argparse.Namespace) -> str:
     """The shell command equivalent to ``args`` (defaults left out)."""
     words = list(program)
+    if args.pareto:
+        words.append("--pareto")
     if args.quick:
         words.append("--quick")
-    if args.out_dir != DEFAULT_OUT:
+    if args.out_dir is not None:
         words += ["--out-dir", str(args.out_dir)]
+    if args.cache_dir is not None:
+        words += ["--cache-dir", str(args.cache_dir)]
     if args.workers is not None:
         words += ["--workers", str(args.workers)]
     for option in ("tasks", "methods"):

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
 from .finetune import OPTIMIZERS, RunJob, TrainProtocol, cached_result, run_job
-from .methods import DESCRIPTIONS, METHODS, ResolvedMethod, lora_share, resolve_methods
+from .methods import ALL_METHODS, DESCRIPTIONS, METHODS, ResolvedMethod, base_model, lora_share, resolve_methods
 from .tasks import TASKS, Task, prepare_task
 
 SEEDS = (0, 42, 3407)
@@ -56,6 +56,9 @@ class ExperimentSpec:
     num_pairs: int = 1024
     limits: dict[str, int] | None = None
     workers: int = 1
+    pareto: bool = False
+    cache_dir: str | None = None  # runs cache (default: <out_dir>/runs); the Pareto run shares the main run's
+    cached_only: bool = False  # summarise the runs already cached, train nothing (a run cut short)
 
     @classmethod
     def full(cls, workers: int = 2) -> ExperimentSpec:
@@ -94,13 +97,63 @@ class ExperimentSpec:
             workers=workers,
         )
 
+    @classmethod
+    def pareto_full(cls, workers: int = 2) -> ExperimentSpec:
+        """The committed Pareto run, pruned to about 40 minutes on 2 CPU cores (README, *Parameter budgets*).
+
+        AdamW is the primary optimizer, with a learning-rate grid per method family: {1e-3, 3e-3} for whole
+        modules (the main run's AdamW grid) and {3e-3, 1e-2} for LoRA-type methods and the head-only and LN
+        baselines (they chose the top of the lower grid in the main run). SGD is the ablation: the main run's
+        5-point grid for what it already trained (cached), {0.1, 0.3} for the two B1 contenders.
+        """
+        from .pareto import PARETO_METHODS
+
+        pruned = ("b1_plora_shared", "b3_lora_all")  # pruned for CPU time: see the README
+        whole = ("mha", "b2_budget_in_situ", "b2_budget_shared", "b3_budget_in_situ", "full")
+        lowrank = tuple(m for m in PARETO_METHODS if m not in whole and m not in pruned)
+        return cls(
+            methods=tuple(m for m in PARETO_METHODS if m not in pruned),
+            optimizers=(
+                OptimizerPlan("adamw", (3e-3, 1e-2), methods=lowrank),
+                OptimizerPlan("adamw", (1e-3, 3e-3), methods=whole),
+                OptimizerPlan("sgd", (0.003, 0.01, 0.03, 0.1, 0.3), methods=("linear", "mha", "full", "lora")),
+                OptimizerPlan("sgd", (0.1, 0.3), methods=("b1_plora_in_situ", "b1_lora_all")),
+            ),
+            train=TrainProtocol(steps=120, batch_size=32),
+            workers=workers,
+            pareto=True,
+        )
+
+    @classmethod
+    def pareto_quick(cls, workers: int = 1) -> ExperimentSpec:
+        """The Pareto pipeline on tiny splits, one method of each family, in seconds (the test suite runs it)."""
+        return cls(
+            methods=(
+                "linear",
+                "lora",
+                "b1_plora_in_situ",
+                "b2_budget_in_situ",
+                "b1_lora_all",
+                "b1_eva",
+                "b1_kappa",
+                "ln_tuning",
+            ),
+            seeds=(0, 42),
+            optimizers=(OptimizerPlan("adamw", (1e-3,)),),
+            train=TrainProtocol(steps=2, batch_size=16, eval_batch_size=64),
+            num_pairs=32,
+            limits={"train": 64, "val": 32, "test": 32},
+            workers=workers,
+            pareto=True,
+        )
+
     def validate(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise InvalidInputError(f"unknown tasks {unknown}; choose from {sorted(TASKS)}")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in ALL_METHODS]
         if bad:
-            raise InvalidInputError(f"unknown methods {bad}; choose from {list(METHODS)}")
+            raise InvalidInputError(f"unknown methods {bad}; choose from {list(ALL_METHODS)}")
         missing = [m for m in ("linear", "lora") if m not in self.methods]
         if missing:
             raise InvalidInputError(f"methods {missing} are needed (gains and the budget are relative to them)")
@@ -124,6 +177,7 @@ class ExperimentSpec:
             "num_pairs": self.num_pairs,
             "limits": self.limits,
             "workers": self.workers,
+            "pareto": self.pareto,
             "lr_selection": (
                 f"best validation accuracy with seed {self.seeds[0]}, per (optimizer, task, trained modules)"
             ),
@@ -145,12 +199,17 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
     for name, task in tasks.items():
         reports[name], measurements[name] = _measure(task, reference, processor, spec, out, progress)
     budgets = {name: lora_share(task.num_labels) for name, task in tasks.items()}
+    shares = {}
+    if spec.pareto:
+        from .pareto import budget_shares
+
+        shares = {name: budget_shares(base_model(task.num_labels, 0), budgets[name]) for name, task in tasks.items()}
     resolved = {
-        name: resolve_methods(spec.methods, task.num_labels, reports[name], budgets[name])
+        name: resolve_methods(spec.methods, task.num_labels, reports[name], budgets[name], shares.get(name))
         for name, task in tasks.items()
     }
     measured_at = time.perf_counter() - started
-    cache_root = out / "runs" / _protocol_hash(spec)
+    cache_root = Path(spec.cache_dir or out / "runs") / _protocol_hash(spec)
     chosen_runs, grid = [], {}
     for plan in spec.optimizers:
         plan_tasks = [t for t in spec.tasks if plan.tasks is None or t in plan.tasks]
@@ -165,6 +224,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
         best = {}
         for (task, key), (_, names) in groups.items():
             tried = [r for r in first if r["task"] == task and r["run_key"] == key]
+            if not tried:  # cached_only, and this group never ran
+                continue
             top = max(tried, key=lambda r: (r["val_accuracy"], -r["lr"]))  # ties: the smaller rate
             best[task, key] = top["lr"]
             grid.setdefault(plan.name, {}).setdefault(task, {})[key] = {
@@ -175,6 +236,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
         jobs = [
             _job(task, method, plan.name, seed, best[task, key], spec, cache_root)
             for (task, key), (method, _) in groups.items()
+            if (task, key) in best
             for seed in spec.seeds[1:]
         ]
         rest = _execute(jobs, tasks, spec, progress, f"{plan.name}: seeds {list(spec.seeds[1:])}")
@@ -187,6 +249,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
         "tasks": {name: task.to_dict() for name, task in tasks.items()},
         "measurements": measurements,
         "budget": budgets,
+        **({"shares": shares} if spec.pareto else {}),
         "methods": {task: {name: m.to_dict() for name, m in methods.items()} for task, methods in resolved.items()},
         "descriptions": DESCRIPTIONS,
         "lr_grid": grid,
@@ -278,6 +341,8 @@ def _execute(
     for job in jobs:
         hit = cached_result(job)
         (todo.append(job) if hit is None else results.append(hit))
+    if spec.cached_only:
+        todo = []
     if not jobs:
         return results
     bar = tqdm(total=len(jobs), initial=len(results), desc=desc, unit="run", disable=not progress)

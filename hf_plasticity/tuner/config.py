@@ -147,7 +147,7 @@ class PlasticityConfig(PeftConfig):
         report = self.scores if isinstance(self.scores, PlasticityReport) else None
         if self.signal not in SIGNALS:
             raise InvalidInputError(f"signal={self.signal!r}; choose one of {list(SIGNALS)}")
-        self.scores, source = _normalise_scores(self.scores, self.signal)
+        self.scores, source = normalise_scores(self.scores, self.signal, per_layer=self.budget is not None)
         self.score_source = self.score_source or source
         # The measured report itself, not a dataclass field (so not in adapter_config.json): model cards
         # (hf_plasticity.cards) show its intervals and figure, and save it beside the adapter.
@@ -210,12 +210,16 @@ def theoretical_scores() -> dict[str, float]:
     return {c: float(len(THEORETICAL_RANKING) - i) for i, c in enumerate(THEORETICAL_RANKING)}
 
 
-def _normalise_scores(scores: Any, signal: str = "auto") -> tuple[dict[str, Any], str]:
-    """Turn a report, report path or mapping into JSON-ready ``{"components": ..., "modules": ...}``."""
+def normalise_scores(scores: Any, signal: str = "auto", per_layer: bool = False) -> tuple[dict[str, Any], str]:
+    """Turn a report, report path or mapping into JSON-ready ``{"components": ..., "modules": ...}``.
+
+    ``per_layer``: the rule ranks single modules (``budget``, LoRA ranks), so the ``auto`` guard sets aside only
+    the LayerNorm cells whose rate exceeds their bound instead of the whole measurement.
+    """
     if scores is None:
         return {"components": theoretical_scores(), "modules": {}}, "theory (Odonnat et al., 2026)"
     if isinstance(scores, PlasticityReport):
-        return _guarded(scores, signal)
+        return _guarded(scores, signal, per_layer)
     if (
         isinstance(scores, dict)
         and set(scores) <= {"components", "modules", "layers", "report"}
@@ -249,12 +253,27 @@ def _normalise_scores(scores: Any, signal: str = "auto") -> tuple[dict[str, Any]
     )
 
 
-def _guarded(report: PlasticityReport, signal: str) -> tuple[dict[str, Any], str]:
-    """The report's scores, or the theoretical ones when ``signal`` asks or the guard trips (recorded)."""
+def _guarded(report: PlasticityReport, signal: str, per_layer: bool = False) -> tuple[dict[str, Any], str]:
+    """The report's scores, or the theoretical ones when ``signal`` asks or the guard trips (recorded).
+
+    A per-module rule keeps the measurement and leaves the scale-dominated cells unranked: on the bundled ViT the
+    in-situ guard trips on layer 0's two LayerNorms only, and the other 28 cells are what budget and LoRA ranks
+    follow (README, *Parameter budgets*).
+    """
     measured = _from_report(report)
     exceeding = report.exceeding_bounds() if signal == "auto" else []
     if signal == "measured" or (signal == "auto" and not exceeding):
         return measured, "report"
+    if per_layer and exceeding:
+        for comp, layer, _, _ in exceeding:
+            measured["layers"][comp][layer] = None
+        cells = ", ".join(f"{comp}@{layer}" for comp, layer, _, _ in exceeding)
+        why = (
+            f"{len(exceeding)} LayerNorm cell(s) measured above their theoretical bound ({cells}; embedding token "
+            f"spread {report.token_spread:.3g} < 1) are dominated by scale and left unranked"
+        )
+        measured["report"]["guard"] = why
+        return measured, "report (" + why + ")"
     if exceeding:
         comp, layer, value, bound = max(exceeding, key=lambda cell: cell[2] / cell[3])
         why = (

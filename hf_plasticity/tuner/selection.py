@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
@@ -34,9 +35,9 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
     layers = _layers(config, resolved)
     heads = resolved.head_paths() if config.modules_to_save is None else _check_heads(model, config, resolved)
     candidates = {path: comp for layer, comp, path in resolved.iter_modules() if layer in layers}
-    scores = _module_scores(config, resolved, candidates)
-    place = {p: i for i, p in enumerate(candidates)}  # ties: shallower layer first, then component order
-    scored = sorted((p for p in candidates if p in scores), key=lambda p: (-scores[p], place[p]))
+    scores = module_scores(config.scores, resolved, candidates)
+    # candidates are in model order, so ties go to the shallower layer, then the canonical component order
+    scored = rank_components({p: scores[p] for p in candidates if p in scores})
     rule = config.rule
     if rule == "components":
         chosen = [p for p in scored if candidates[p] in config.components]
@@ -172,14 +173,18 @@ def _layers(config: PlasticityConfig, resolved: ResolvedComponents) -> set[int]:
     return set(config.layers)
 
 
-def _module_scores(
-    config: PlasticityConfig, resolved: ResolvedComponents, candidates: dict[str, str]
+def module_scores(
+    normalised: dict[str, Any], resolved: ResolvedComponents, candidates: dict[str, str]
 ) -> dict[str, float]:
-    """Score of every candidate: per-layer report means, else explicit module scores, else its type's score."""
-    per_layer = config.scores.get("layers", {})
-    modules = config.module_scores()
-    comps = config.component_scores()
-    report = config.scores.get("report") or {}
+    """Score of every candidate: per-layer report means, else explicit module scores, else its type's score.
+
+    ``normalised`` is a config's resolved ``scores``; a per-layer cell left ``None`` (not measured, or set aside
+    by the ``auto`` guard) leaves its module unscored, so no rule ranks it.
+    """
+    per_layer = normalised.get("layers") or {}
+    modules = dict(normalised.get("modules") or {})
+    comps = dict(normalised.get("components") or {})
+    report = normalised.get("report") or {}
     if report.get("model_type") and report["model_type"] != getattr(resolved.model.config, "model_type", None):
         raise InvalidInputError(
             f"the scores come from a {report['model_type']!r} model but this is a "
