@@ -91,7 +91,7 @@ def plasticity_metadata(
     if config is None and model is not None:
         config = plasticity_config_of(model, adapter_name)
     if report is None and config is not None:
-        report = getattr(config, "_report", None)
+        report = kept_report(config, model, adapter_name)
     if report is None and config is None:
         raise ModelCardError("a plasticity card needs a PlasticityReport, a PlasticityConfig or a plasticity model")
     block: dict[str, Any] = {"paper": PAPER, "library": f"hf-plasticity {_version()}"}
@@ -160,13 +160,13 @@ def _stored_scores(config: PlasticityConfig) -> dict[str, Any]:
         "score_source": config.score_source,
         "ranking": [{"component": c, "score": _num(scores[c])} for c in ranked],
     }
-    provenance = config.scores.get("report") or {}
+    provenance = config.resolved_scores().get("report") or {}
     if provenance:
         out["protocol"] = provenance.get("protocol")
         out["pairs"] = provenance.get("num_pairs")
         out["data"] = {"downstream": provenance.get("data"), "reference": provenance.get("reference")}
         out["measured_model"] = {k: provenance.get(k) for k in ("model_id", "model_type", "config_hash")}
-    per_layer = config.scores.get("layers") or {}
+    per_layer = config.resolved_scores().get("layers") or {}
     if per_layer:
         n = max(len(v) for v in per_layer.values())
         out["layers"] = [
@@ -260,7 +260,7 @@ def build_model_card(
     if isinstance(report, str | os.PathLike):
         report = PlasticityReport.load(report)
     block = plasticity_metadata(report, config, model, adapter_name)
-    report = report or (getattr(config, "_report", None) if config is not None else None)
+    report = report or (kept_report(config, model, adapter_name) if config is not None else None)
     values = _read_metrics(metrics)
 
     is_adapter = config is not None
@@ -387,7 +387,7 @@ def save_card_files(
     folder = Path(folder)
     name = adapter_name or _plasticity_adapter_name(model)
     config = plasticity_config_of(model, name)
-    report = getattr(config, "_report", None)
+    report = kept_report(config, model, name)
     if report is not None:
         report.save(folder / REPORT_NAME)
         report.plot(folder / FIGURE_NAME)
@@ -406,7 +406,21 @@ def attach_report(
     config = plasticity_config_of(model, adapter_name)
     if config is None:
         raise ModelCardError(f"the model has no plasticity adapter named {adapter_name!r}")
-    config._report = report if isinstance(report, PlasticityReport) else PlasticityReport.load(report)
+    from .tuner.model import PlasticityModel
+
+    tuner = model if isinstance(model, PlasticityModel) else getattr(model, "base_model", None)
+    kept = report if isinstance(report, PlasticityReport) else PlasticityReport.load(report)
+    tuner.__dict__.setdefault("plasticity_reports", {})[adapter_name] = kept
+
+
+def kept_report(config: Any, model: Any = None, adapter_name: str = "default") -> PlasticityReport | None:
+    """The measured report behind a config: the one its tuner model kept, or a not-yet-resolved config's own."""
+    from .tuner.model import report_of
+
+    report = report_of(model, adapter_name) if model is not None else None
+    if report is None and config is not None and isinstance(config.scores, PlasticityReport):
+        report = config.scores
+    return report
 
 
 # ---------------------------------------------------------------------------------------- the bundled model
@@ -564,7 +578,7 @@ def _hub_datasets(report: PlasticityReport | None, config: Any) -> list[str]:
     if report is not None:
         names = [report.data_name, report.reference_name]
     elif config is not None:
-        prov = config.scores.get("report") or {}
+        prov = config.resolved_scores().get("report") or {}
         names = [prov.get("data"), prov.get("reference")]
     out = []
     for name in names:

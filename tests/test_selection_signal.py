@@ -73,7 +73,7 @@ def test_theory_signal_ignores_the_measurement() -> None:
     _, report = measured(20.0)
     config = PlasticityConfig.from_report(report, signal="theory")
     assert max(config.component_scores(), key=config.component_scores().get) == "mha"
-    assert "signal='theory'" in config.scores["report"]["fallback"]
+    assert "signal='theory'" in config.resolved_scores()["report"]["fallback"]
 
 
 def test_report_without_bounds_cannot_trip_the_guard() -> None:

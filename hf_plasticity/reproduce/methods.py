@@ -178,7 +178,7 @@ def resolve_methods(
         kwargs = _plasticity_kwargs(name, reports, budget)
         config = PlasticityConfig(**kwargs)
         selection = select_modules(model, config)
-        stored = {**kwargs, "scores": config.scores}  # normalised scores: plain JSON, picklable
+        stored = {**kwargs, "scores": config.resolved_scores()}  # normalised scores: plain JSON, picklable
         key = _run_key(config, selection.modules, sorted(set(selection.components.values())))
         out[name] = ResolvedMethod(name, "plasticity", key, stored, list(selection.modules))
     return out

@@ -103,7 +103,7 @@ def resolve_pareto(
         kwargs = {"scores": reports[info["protocol"]], "budget": share}
         config = PlasticityConfig(**kwargs)
         modules = select_modules(model, config).modules
-        return "plasticity", {"budget": share, "scores": config.scores}, modules
+        return "plasticity", {"budget": share, "scores": config.resolved_scores()}, modules
     if family == "plora":
         plan = allocate_ranks(reports[info["protocol"]], model, budget=share)
         ranks = {p: r for p, r in plan["ranks"].items() if r > 0}
