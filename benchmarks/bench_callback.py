@@ -22,10 +22,10 @@ import torch
 from transformers import TrainingArguments
 
 from hf_plasticity import PlasticityConfig
-from hf_plasticity.callbacks import PlasticityCallback
 from hf_plasticity.data.loaders import load_digits_dataset
+from hf_plasticity.integrations.callbacks import PlasticityCallback
+from hf_plasticity.integrations.training import finetune, new_head, pixel_dataset
 from hf_plasticity.models import load_image_processor, load_model
-from hf_plasticity.training import finetune, new_head, pixel_dataset
 
 EVENTS = ("on_train_begin", "on_pre_optimizer_step", "on_step_end", "on_log", "on_train_end")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from hf_plasticity import COMPONENTS, measure_plasticity, resolve_components
-from hf_plasticity.bounds import weight_bounds
+from hf_plasticity.measure.bounds import weight_bounds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _vit import add_model_args, build_vit

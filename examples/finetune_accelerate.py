@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 
 from hf_plasticity import PlasticityConfig, measure_plasticity
 from hf_plasticity.data.loaders import load_named_dataset
-from hf_plasticity.metrics import load_metric
+from hf_plasticity.integrations.metrics import load_metric
+from hf_plasticity.integrations.training import new_head, parse_rule, pixel_dataset
 from hf_plasticity.models import load_image_processor, load_model
-from hf_plasticity.training import new_head, parse_rule, pixel_dataset
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_plasticity import PlasticityConfig, measure_plasticity
-from hf_plasticity.callbacks import PlasticityCallback
 from hf_plasticity.data.loaders import load_named_dataset
+from hf_plasticity.integrations.callbacks import PlasticityCallback
+from hf_plasticity.integrations.training import finetune, new_head, parse_rule, pixel_dataset
 from hf_plasticity.models import load_image_processor, load_model
-from hf_plasticity.training import finetune, new_head, parse_rule, pixel_dataset
 
 
 @dataclass

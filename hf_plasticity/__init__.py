@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-# after the tuner: importing cards makes save_pretrained/push_to_hub of plasticity models write our card
-from .cards import ModelCardError, attach_report, build_model_card, write_model_card
 from .components import (
     COMPONENTS,
     THEORETICAL_RANKING,
@@ -36,11 +32,17 @@ from .errors import (
     UnknownComponentError,
     UnsupportedModelError,
 )
-from .estimator import measure_plasticity
-from .export import ExportError, export_lora, export_merged
-from .hub import HubAuthError, HubPushError, push_to_hub
+from .integrations.cards import ModelCardError, attach_report, build_model_card, write_model_card
+from .integrations.export import ExportError, export_lora, export_merged
+from .integrations.hub import HubAuthError, HubPushError, push_to_hub
+from .integrations.peft_hooks import install_peft_hooks
+from .measure import measure_plasticity
 from .report import ComponentStat, PlasticityReport
 from .tuner import PlasticityConfig, PlasticityModel, load_adapter, plasticity_lora_config, select_modules
+from .version import __version__
+
+# save_pretrained/push_to_hub of a plasticity PEFT model write and upload our card
+install_peft_hooks()
 
 __all__ = [
     "COMPONENTS",

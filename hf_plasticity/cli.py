@@ -14,7 +14,7 @@ from .errors import PlasticityError
 from .io import check_output_paths, figure_format
 
 if TYPE_CHECKING:
-    from .report import PlasticityReport
+    from .report.report import PlasticityReport
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,7 +139,7 @@ def _measure_and_print(
 ) -> PlasticityReport:
     import torch
 
-    from .estimator import measure_plasticity
+    from .measure.estimator import measure_plasticity
     from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -181,7 +181,7 @@ def _measure_and_print(
 
 
 def _run_show(args: argparse.Namespace) -> int:
-    from .report import PlasticityReport
+    from .report.report import PlasticityReport
 
     if args.plot is not None:
         check_output_paths({"--plot": args.plot}, inputs=[args.report])
@@ -233,9 +233,15 @@ def _run_card(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from .cards import FIGURE_NAME, REPORT_NAME, build_model_card, regenerate_bundled_card, write_model_card
     from .errors import InvalidInputError
-    from .report import PlasticityReport
+    from .integrations.cards import (
+        FIGURE_NAME,
+        REPORT_NAME,
+        build_model_card,
+        regenerate_bundled_card,
+        write_model_card,
+    )
+    from .report.report import PlasticityReport
 
     if args.bundled:
         for path in regenerate_bundled_card(Path.cwd()):
@@ -257,7 +263,7 @@ def _run_card(args: argparse.Namespace) -> int:
     write_model_card(card, out)
     print(f"wrote {out}")
     if args.push:
-        from .hub import push_to_hub
+        from .integrations.hub import push_to_hub
 
         with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as staging:
             stage = Path(staging)
@@ -304,7 +310,7 @@ def finetune_parser() -> argparse.ArgumentParser:
     """``HfArgumentParser`` of ``FinetuneArguments`` and ``TrainingArguments``, with this command's defaults."""
     from transformers import HfArgumentParser, TrainingArguments
 
-    from .training import FinetuneArguments
+    from .integrations.training import FinetuneArguments
 
     parser = HfArgumentParser(
         (FinetuneArguments, TrainingArguments),
@@ -318,7 +324,7 @@ def finetune_parser() -> argparse.ArgumentParser:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from .training import run_finetune
+    from .integrations.training import run_finetune
 
     options = list(args.options)
     parser = finetune_parser()

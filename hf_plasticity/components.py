@@ -68,7 +68,7 @@ class ComponentMap:
     its :class:`ComponentSpec` inside one block. ``fixed_image_size`` says whether the family's embedding
     only takes the configured image size (ViT, DeiT) or interpolates positions (Dinov2).
     ``attention_projections`` names the query, key, value and output linears inside the ``mha`` module,
-    which the theoretical bound of attention reads head by head (:mod:`hf_plasticity.bounds`).
+    which the theoretical bound of attention reads head by head (:mod:`hf_plasticity.measure.bounds`).
     """
 
     family: str

@@ -8,6 +8,7 @@ optional per-pair rates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,3 +122,27 @@ class TokenStats:
             "spread_sum": float(self.spread_sum.item()),
             "seq_len": self.seq_len,
         }
+
+
+def merge_ranges(ranges: Any) -> list[list[int]]:
+    """Sorted, disjoint ``[start, stop)`` ranges covering the same pairs (adjacent ones joined)."""
+    out: list[list[int]] = []
+    for start, stop in sorted((int(a), int(b)) for a, b in ranges):
+        if start >= stop:
+            continue
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], stop)
+        else:
+            out.append([start, stop])
+    return out
+
+
+def ranges_overlap(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
+    """The pair ranges that both range lists cover (empty when they are disjoint)."""
+    out = []
+    for s1, e1 in a:
+        for s2, e2 in b:
+            lo, hi = max(s1, s2), min(e1, e2)
+            if lo < hi:
+                out.append([lo, hi])
+    return merge_ranges(out)

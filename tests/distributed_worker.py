@@ -45,7 +45,7 @@ def measure(out: Path, rank: int, model_dir: str) -> None:
 
 def cli_finetune(out: Path, rank: int, model_dir: str, batch: int) -> None:
     from hf_plasticity.cli import finetune_parser
-    from hf_plasticity.training import run_finetune
+    from hf_plasticity.integrations.training import run_finetune
 
     for mode, flags in MODES.items():
         argv = [

@@ -77,7 +77,7 @@ def test_weight_only_bound_matches_its_definition(measured, comp: str) -> None:
 )
 def test_spectral_norm_matches_torch_at_every_size(shape: tuple[int, int]) -> None:
     """Small Gram matrices are solved densely, large ones by Lanczos: both must give ||W||_2."""
-    from hf_plasticity.bounds import spectral_norm
+    from hf_plasticity.measure.bounds import spectral_norm
 
     w = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape))) / math.sqrt(shape[1])
     w[:, 0] *= 1.02  # random matrices have clustered top singular values; Lanczos must still find the largest

@@ -11,9 +11,9 @@ from peft import get_peft_model
 from transformers import BertConfig, BertForSequenceClassification, TrainerControl, TrainerState
 
 from hf_plasticity import InvalidInputError, PlasticityConfig, UnsupportedModelError, measure_plasticity
-from hf_plasticity.callbacks import PlasticityCallback
-from hf_plasticity.series import PlasticitySeries
-from hf_plasticity.training import finetune
+from hf_plasticity.integrations.callbacks import PlasticityCallback
+from hf_plasticity.integrations.training import finetune
+from hf_plasticity.report.series import PlasticitySeries
 
 from .conftest import TINY, TINY_MODELS, pixels
 from .test_training import tiny_data, training_args

@@ -22,8 +22,14 @@ from hf_plasticity import (
     measure_plasticity,
     write_model_card,
 )
-from hf_plasticity.cards import BUNDLED_CARD, BUNDLED_REPORT, CARD_NAME, bundled_model_card, plasticity_metadata
 from hf_plasticity.cli import main
+from hf_plasticity.integrations.cards import (
+    BUNDLED_CARD,
+    BUNDLED_REPORT,
+    CARD_NAME,
+    bundled_model_card,
+    plasticity_metadata,
+)
 
 from .conftest import TINY_MODELS, pixels
 

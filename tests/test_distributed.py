@@ -29,7 +29,8 @@ from hf_plasticity import (
     UnsupportedModelError,
     measure_plasticity,
 )
-from hf_plasticity.distributed import merge_ranges, resolve_shard
+from hf_plasticity.measure.distributed import resolve_shard
+from hf_plasticity.stats import merge_ranges
 
 from .conftest import IMAGE_SIZE, TINY_MODELS, pixels
 

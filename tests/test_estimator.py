@@ -344,6 +344,6 @@ def test_unavailable_or_unknown_device(tiny_vit: nn.Module, device: str, match: 
     ids=["finite", "finite-sum-overflows", "nan", "inf"],
 )
 def test_weight_check_is_exact_even_when_the_fast_sum_overflows(values: list[float], finite: bool) -> None:
-    from hf_plasticity.estimator import _all_finite
+    from hf_plasticity.measure.estimator import _all_finite
 
     assert _all_finite(torch.tensor(values, dtype=torch.float32)) is finite

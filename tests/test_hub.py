@@ -28,7 +28,7 @@ from hf_plasticity import (
     measure_plasticity,
     push_to_hub,
 )
-from hf_plasticity.cards import kept_report
+from hf_plasticity.integrations.cards import kept_report
 
 from .conftest import HUB, TINY_MODELS, BlockedNetworkError, pixels
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hf_plasticity import InvalidInputError
-from hf_plasticity.metrics import load_metric
+from hf_plasticity.integrations.metrics import load_metric
 
 
 def test_accuracy_loads_offline_and_counts_matches() -> None:

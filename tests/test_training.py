@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 
 from hf_plasticity import InvalidInputError, PlasticityConfig
 from hf_plasticity.cli import main
-from hf_plasticity.training import FinetuneResult, accuracy_metrics, finetune, parse_rule
+from hf_plasticity.integrations.training import FinetuneResult, accuracy_metrics, finetune, parse_rule
 
 from .conftest import IMAGE_SIZE, TINY_MODELS, pixels
 

@@ -338,8 +338,8 @@ def test_loading_needs_the_method_registered(tiny_vit: nn.Module, tmp_path: Path
     done = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True)
     assert done.returncode == 3 and "PLASTICITY" in done.stdout
     with_import = (
-        "import importlib, hf_plasticity, hf_plasticity.tuner.registration as r\n"
-        "importlib.reload(r); r.register(); hf_plasticity.tuner.register()\n"
+        "import importlib, hf_plasticity, hf_plasticity.tuner.peft_type as p, hf_plasticity.tuner.registration as r\n"
+        "importlib.reload(p); importlib.reload(r); r.register(); hf_plasticity.tuner.register()\n"
         "from tests.conftest import TINY_MODELS\n"
         f"m = hf_plasticity.load_adapter(TINY_MODELS['vit'](), {str(tmp_path)!r})\n"
         "print(type(m).__name__, m.peft_config['default'].peft_type.value)\n"

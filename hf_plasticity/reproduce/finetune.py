@@ -73,7 +73,7 @@ def run_job(job: RunJob, task: Task) -> dict[str, Any]:
     from transformers import PrinterCallback, Trainer, TrainingArguments
     from transformers import logging as hf_logging
 
-    from ..metrics import load_metric
+    from ..integrations.metrics import load_metric
 
     hf_logging.set_verbosity_error()
     # Trainer ends with a full gc.collect(); over torch's and transformers' long-lived objects that takes

@@ -18,7 +18,7 @@ from torch import nn
 from ..components import COMPONENTS
 from ..errors import InvalidInputError
 from ..models import BUNDLED, load_model
-from ..report import PlasticityReport
+from ..report.report import PlasticityReport
 from ..tuner import PlasticityConfig, select_modules
 from .pareto import DESCRIPTIONS as PARETO_DESCRIPTIONS
 from .pareto import PARETO_METHODS

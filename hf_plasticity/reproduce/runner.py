@@ -273,7 +273,7 @@ def _measure(
     task: Task, reference: Any, processor: Any, spec: ExperimentSpec, out: Path, progress: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both protocols on the source model: reference = Fashion-MNIST sample, data = the task's train split."""
-    from ..estimator import measure_plasticity
+    from ..measure.estimator import measure_plasticity
     from ..models import BUNDLED, BUNDLED_MODEL_ID, load_model
     from .stats import pooled_bounds
 

@@ -15,8 +15,8 @@ from peft.config import PeftConfig
 
 from ..components import COMPONENTS, validate_components
 from ..errors import InvalidInputError
-from ..report import PlasticityReport
-from .registration import PLASTICITY, ensure_peft_type
+from ..report.report import PlasticityReport
+from .peft_type import PLASTICITY, ensure_peft_type
 
 RULES = ("top_k", "budget", "threshold", "components")
 SIGNALS = ("auto", "measured", "theory")
@@ -146,7 +146,7 @@ class PlasticityConfig(PeftConfig):
         if isinstance(self.scores, os.PathLike):
             self.scores = os.fspath(self.scores)  # plain data until the adapter is created (see from_report)
         if isinstance(self.scores, dict):
-            from .selection import normalise_scores
+            from .scores import normalise_scores
 
             normalise_scores(self.scores, self.signal)  # refuse bad values now; resolved when the adapter is made
         elif self.scores is not None and not isinstance(self.scores, str | PlasticityReport):
@@ -191,7 +191,7 @@ class PlasticityConfig(PeftConfig):
         ``score_source`` is filled in at once (what the ``signal`` guard decided, and why), so the choice can be
         read before a model exists; the scores themselves are resolved when the adapter is created.
         """
-        from .selection import describe_scores
+        from .scores import describe_scores
 
         source = kwargs.pop("score_source", None)
         if isinstance(report, str | os.PathLike):
@@ -212,7 +212,7 @@ class PlasticityConfig(PeftConfig):
 
     def resolved_scores(self) -> dict[str, Any]:
         """The JSON-ready scores this config selects by (what ``adapter_config.json`` stores), without changing it."""
-        from .selection import scores_of
+        from .scores import scores_of
 
         return scores_of(self)
 

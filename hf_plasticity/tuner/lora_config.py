@@ -15,9 +15,10 @@ from torch import nn
 
 from ..components import rank_components, resolve_components
 from ..errors import InvalidInputError
-from ..report import PlasticityReport
+from ..report.report import PlasticityReport
 from .config import SIGNALS
-from .selection import base_modules, base_parameter_count, module_scores, normalise_scores
+from .scores import normalise_scores
+from .selection import base_modules, base_parameter_count, module_scores
 
 DEFAULT_LORA_BUDGET = 0.04
 """LoRA r=16 on (q, v) of the bundled ViT trains 4.1% of it (head included): the budget PEFT users pick most."""

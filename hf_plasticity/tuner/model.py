@@ -27,10 +27,11 @@ from torch import nn
 
 from ..components import resolve_components
 from ..errors import AdapterLoadError, InvalidInputError
-from ..report import PlasticityReport
+from ..report.report import PlasticityReport
 from .config import PlasticityConfig
 from .layer import PlasticityLayer, in_place_error
-from .selection import lora_targets, resolve_scores, select_modules
+from .scores import resolve_scores
+from .selection import lora_targets, select_modules
 
 
 class PlasticityModel(BaseTuner):

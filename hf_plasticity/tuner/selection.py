@@ -16,17 +16,13 @@ from torch import nn
 
 from ..components import (
     COMPONENTS,
-    THEORETICAL_RANKING,
     ResolvedComponents,
     rank_components,
     resolve_components,
-    validate_components,
 )
 from ..errors import InvalidInputError
-from ..report import PlasticityReport
 from .config import PlasticityConfig
-
-_NORMALISED = {"components", "modules", "layers", "report"}
+from .scores import normalise_scores, resolve_scores, scores_of
 
 
 @dataclass(frozen=True)
@@ -37,42 +33,6 @@ class Selection:
     scores: dict[str, float]
     components: dict[str, str]
     heads: list[str]
-
-
-def scores_of(config: PlasticityConfig) -> dict[str, Any]:
-    """The config's scores as plain JSON (a report or a path normalised under its ``signal`` guard); pure."""
-    if isinstance(config.scores, dict) and "components" in config.scores and set(config.scores) <= _NORMALISED:
-        return config.scores
-    scores = PlasticityReport.load(config.scores) if isinstance(config.scores, str) else config.scores
-    return normalise_scores(scores, config.signal, per_layer=config.budget is not None)[0]
-
-
-def describe_scores(config: PlasticityConfig) -> str:
-    """Where the config's scores come from, and what the guard decided: ``score_source`` in adapter_config.json."""
-    if isinstance(config.scores, str):
-        return f"report {config.scores}"
-    if isinstance(config.scores, dict) and "components" in config.scores and set(config.scores) <= _NORMALISED:
-        return "mapping"
-    return normalise_scores(config.scores, config.signal, per_layer=config.budget is not None)[1]
-
-
-def resolve_scores(config: PlasticityConfig) -> PlasticityReport | None:
-    """Resolve the config's scores in place, when the adapter is created; returns the measured report, if any.
-
-    After this the config holds only plain values (``scores`` and ``score_source`` as adapter_config.json stores
-    them); the report itself is kept by the tuner model (``PlasticityModel.plasticity_reports``) for cards.
-    """
-    report = config.scores if isinstance(config.scores, PlasticityReport) else None
-    if isinstance(config.scores, str):
-        report = PlasticityReport.load(config.scores)
-    source = config.score_source or describe_scores(config)
-    config.scores = (
-        scores_of(config)
-        if report is None
-        else normalise_scores(report, config.signal, per_layer=config.budget is not None)[0]
-    )
-    config.score_source = source
-    return report
 
 
 def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
@@ -273,109 +233,15 @@ def _type_scores(normalised: dict[str, Any], scores: dict[str, float], candidate
     return comps
 
 
-# ------------------------------------------------------------------ scores: from a report or mapping to plain JSON
-def theoretical_scores() -> dict[str, float]:
-    """Rank-valued scores reproducing the paper's theoretical ranking (5 = most plastic)."""
-    return {c: float(len(THEORETICAL_RANKING) - i) for i, c in enumerate(THEORETICAL_RANKING)}
-
-
-def normalise_scores(scores: Any, signal: str = "auto", per_layer: bool = False) -> tuple[dict[str, Any], str]:
-    """Turn a report, report path or mapping into JSON-ready ``{"components": ..., "modules": ...}``.
-
-    ``per_layer``: the rule ranks single modules (``budget``, LoRA ranks), so the ``auto`` guard sets aside only
-    the LayerNorm cells whose rate exceeds their bound instead of the whole measurement.
-    """
-    if scores is None:
-        return {"components": theoretical_scores(), "modules": {}}, "theory (Odonnat et al., 2026)"
-    if isinstance(scores, PlasticityReport):
-        return _guarded(scores, signal, per_layer)
-    if (
-        isinstance(scores, dict)
-        and set(scores) <= {"components", "modules", "layers", "report"}
-        and "components" in scores
-    ):
-        # already normalised (e.g. read back from adapter_config.json): keep it whole, provenance included
-        kept = {
-            **scores,
-            "components": dict(scores["components"]),
-            "modules": dict(scores.get("modules", {})),
-        }
-        return kept, "mapping"
-    if isinstance(scores, dict):
-        bad_values = {k: v for k, v in scores.items() if not (_is_number(v) and math.isfinite(v))}
-        if bad_values:
-            name, value = next(iter(bad_values.items()))
-            raise InvalidInputError(
-                f"scores[{name!r}]={value!r} is not a finite number; scores map a component type (or module path) "
-                f"to a plasticity score, e.g. {{{name!r}: 2.0}} (measure with measure_plasticity, or pass "
-                "scores=None for the paper's ranking)"
-            )
-        comps = {k: float(v) for k, v in scores.items() if k in COMPONENTS}
-        modules = {k: float(v) for k, v in scores.items() if k not in COMPONENTS}
-        bad = [k for k in modules if "." not in k]
-        if bad:
-            validate_components(bad)  # raises UnknownComponentError naming the valid types
-        return {"components": comps, "modules": modules}, "mapping"
-    raise InvalidInputError(
-        f"scores of type {type(scores).__name__} not understood; pass a PlasticityReport, a report path, or a "
-        "mapping component -> score"
-    )
-
-
-def _guarded(report: PlasticityReport, signal: str, per_layer: bool = False) -> tuple[dict[str, Any], str]:
-    """The report's scores, or the theoretical ones when ``signal`` asks or the guard trips (recorded).
-
-    A per-module rule keeps the measurement and leaves the scale-dominated cells unranked: on the bundled ViT the
-    in-situ guard trips on layer 0's two LayerNorms only, and the other 28 cells are what budget and LoRA ranks
-    follow (README, *Parameter budgets*).
-    """
-    measured = _from_report(report)
-    exceeding = report.exceeding_bounds() if signal == "auto" else []
-    if signal == "measured" or (signal == "auto" and not exceeding):
-        return measured, "report"
-    if per_layer and exceeding:
-        for comp, layer, _, _ in exceeding:
-            measured["layers"][comp][layer] = None
-        cells = ", ".join(f"{comp}@{layer}" for comp, layer, _, _ in exceeding)
-        why = (
-            f"{len(exceeding)} LayerNorm cell(s) measured above their theoretical bound ({cells}; embedding token "
-            f"spread {report.token_spread:.3g} < 1) are dominated by scale and left unranked"
-        )
-        measured["report"]["guard"] = why
-        return measured, "report (" + why + ")"
-    if exceeding:
-        comp, layer, value, bound = max(exceeding, key=lambda cell: cell[2] / cell[3])
-        why = (
-            f"{len(exceeding)} LayerNorm cell(s) measured above their theoretical bound (largest: {comp} of layer "
-            f"{layer}, {value:.3g} > max |gain| {bound:.3g}; embedding token spread {report.token_spread:.3g} < 1): "
-            "the measurement is dominated by scale, so the theoretical ranking was used"
-        )
-    else:
-        why = "signal='theory': the theoretical ranking was used"
-    measured["report"]["fallback"] = why
-    return {**measured, "components": theoretical_scores(), "layers": {}}, "theory (report: " + why + ")"
-
-
-def _from_report(report: PlasticityReport) -> dict[str, Any]:
-    return {
-        "components": report.scores(),
-        "layers": {
-            comp: [None if not math.isfinite(v) else float(v) for v in report.mean[:, i]]
-            for i, comp in enumerate(report.components)
-        },
-        "modules": {},
-        "report": {
-            "model_id": report.model.get("model_id"),
-            "model_type": report.model.get("model_type"),
-            "config_hash": report.model.get("config_hash"),
-            "protocol": report.protocol,
-            "num_pairs": report.num_pairs,
-            "data": report.data_name,
-            "reference": report.reference_name,
-            "ranking": report.ranking(),
-        },
-    }
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+__all__ = [
+    "Selection",
+    "base_modules",
+    "base_parameter_count",
+    "lora_targets",
+    "module_scores",
+    "normalise_scores",
+    "resolve_scores",
+    "scores_of",
+    "select_modules",
+    "trainable_cost",
+]

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InvalidInputError, UnsupportedModelError
-from .stats import RateStats
+from ..errors import InvalidInputError, UnsupportedModelError
+from ..stats import RateStats, merge_ranges
 
 if TYPE_CHECKING:
-    from .data.pairs import PairBatches
+    from ..data.pairs import PairBatches
 
 
 @dataclass(frozen=True)
@@ -117,30 +117,6 @@ def resolve_shard(accelerator: Any = None, rank: int | None = None, world_size: 
     return Shard()
 
 
-def merge_ranges(ranges: Any) -> list[list[int]]:
-    """Sorted, disjoint ``[start, stop)`` ranges covering the same pairs (adjacent ones joined)."""
-    out: list[list[int]] = []
-    for start, stop in sorted((int(a), int(b)) for a, b in ranges):
-        if start >= stop:
-            continue
-        if out and start <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], stop)
-        else:
-            out.append([start, stop])
-    return out
-
-
-def ranges_overlap(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
-    """The pair ranges that both range lists cover (empty when they are disjoint)."""
-    out = []
-    for s1, e1 in a:
-        for s2, e2 in b:
-            lo, hi = max(s1, s2), min(e1, e2)
-            if lo < hi:
-                out.append([lo, hi])
-    return merge_ranges(out)
-
-
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The model whose live weights are measured: out of DDP/``accelerator.prepare`` and ``PeftModel`` wrappers.
 
@@ -169,7 +145,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 def wrapper_hint(model: nn.Module) -> str | None:
     """If ``model`` looks like a wrapper around a supported model, how to pass the inner one instead."""
-    from .components import get_component_map
+    from ..components import get_component_map
 
     for attr in ("module", "model", "base_model", "_orig_mod"):
         inner = getattr(model, attr, None)

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ...errors import InvalidInputError
 
 BUNDLED_METRICS: tuple[str, ...] = ("accuracy",)
 
@@ -23,7 +23,7 @@ def metric_path(name: str) -> Path:
             f"no bundled metric {name!r}; bundled: {list(BUNDLED_METRICS)}. For another metric pass its local "
             "script path to evaluate.load(path)"
         )
-    return Path(str(resources.files("hf_plasticity.metrics") / name))
+    return Path(str(resources.files("hf_plasticity.integrations.metrics") / name))
 
 
 def load_metric(name: str = "accuracy", **kwargs: Any) -> Any:

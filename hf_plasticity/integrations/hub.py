@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import PlasticityError
 from .cards import CARD_NAME, build_model_card, merge_model_card, write_model_card
-from .errors import PlasticityError
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo

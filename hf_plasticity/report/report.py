@@ -22,23 +22,23 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .bounds import WeightBounds
-from .components import COMPONENTS, rank_components
-from .errors import (
+from ..components import COMPONENTS, rank_components
+from ..errors import (
     InvalidInputError,
     LegacyReportWarning,
     OverlappingPairsError,
     ReportFormatError,
     UnknownComponentError,
 )
-from .io import atomic_write_text
-from .stats import mean_std
+from ..io import atomic_write_text
+from ..stats import mean_std, merge_ranges, ranges_overlap
+from .bounds import WeightBounds
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import nn
 
-    from .stats import RateStats
+    from ..stats import RateStats
 
 SCHEMA = "hf_plasticity.report"
 SCHEMA_VERSION = 2
@@ -459,7 +459,6 @@ class PlasticityReport:
 
 def _merge_coverage(a: PlasticityReport, b: PlasticityReport) -> tuple[dict[str, Any] | None, np.ndarray | None]:
     """The merged coverage and per-pair rates; refuses shards of one plan that share pairs."""
-    from .distributed import merge_ranges, ranges_overlap
 
     both_rates = a.rates is not None and b.rates is not None
     ca, cb = a.coverage, b.coverage

@@ -4,7 +4,7 @@ A finetuned model's Hub page should say which components were measured as most p
 trained, with what result and how to load it. The card's metadata holds all of it in a ``plasticity:``
 block (machine-readable: ``ModelCard.load(...).data.plasticity``) beside the standard keys
 (``library_name: peft``, ``base_model``, ``tags``, ``model-index``); the body renders the same facts from the
-Jinja templates in ``hf_plasticity/templates`` (documented in the top-level ``model_cards/`` folder).
+Jinja templates in ``hf_plasticity/integrations/templates`` (documented in the top-level ``model_cards/`` folder).
 
 Writing never clobbers: an existing README keeps its own metadata and text; only our metadata keys and
 the section between our markers are replaced. Importing this module makes PEFT's ``save_pretrained`` of a
@@ -24,15 +24,15 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .components import rank_components
-from .errors import InvalidInputError, PlasticityError
-from .io import atomic_write_text
-from .report import PlasticityReport
+from ..components import rank_components
+from ..errors import InvalidInputError, PlasticityError
+from ..io import atomic_write_text
+from ..report.report import PlasticityReport
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
 
-    from .tuner.config import PlasticityConfig
+    from ..tuner.config import PlasticityConfig
 
 BEGIN = "<!-- hf_plasticity:begin"
 END = "<!-- hf_plasticity:end -->"
@@ -66,10 +66,10 @@ class ModelCardError(PlasticityError, ValueError):
 def template_path(name: str) -> Path:
     """Path of a bundled Jinja template (``adapter_card.md.j2``, ``base_model_card.md.j2``).
 
-    The templates are package data (``hf_plasticity/templates``) so that a wheel or an editable install
+    The templates are package data (``hf_plasticity/integrations/templates``) so that a wheel or an editable install
     renders the same cards as a source checkout; ``model_cards/README.md`` documents them.
     """
-    path = Path(str(resources.files("hf_plasticity") / "templates" / name))
+    path = Path(str(resources.files("hf_plasticity.integrations") / "templates" / name))
     if not path.is_file():
         raise ModelCardError(f"no card template {name!r} in {path.parent}; reinstall hf-plasticity")
     return path
@@ -202,7 +202,7 @@ def _module_paths(report: PlasticityReport, model: Any) -> dict[str, list[str]]:
     """The trained model's own module paths when known (a report of ``ViTModel`` lacks the ``vit.`` prefix)."""
     if model is None:
         return report.module_paths
-    from .components import resolve_components
+    from ..components import resolve_components
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
@@ -385,7 +385,7 @@ def save_card_files(
 ) -> Path:
     """Write the card, the report (``plasticity_report.json``) and the figure of a plasticity model into ``folder``."""
     folder = Path(folder)
-    name = adapter_name or _plasticity_adapter_name(model)
+    name = adapter_name or plasticity_adapter_name(model)
     config = plasticity_config_of(model, name)
     report = kept_report(config, model, name)
     if report is not None:
@@ -406,7 +406,7 @@ def attach_report(
     config = plasticity_config_of(model, adapter_name)
     if config is None:
         raise ModelCardError(f"the model has no plasticity adapter named {adapter_name!r}")
-    from .tuner.model import PlasticityModel
+    from ..tuner.model import PlasticityModel
 
     tuner = model if isinstance(model, PlasticityModel) else getattr(model, "base_model", None)
     kept = report if isinstance(report, PlasticityReport) else PlasticityReport.load(report)
@@ -415,7 +415,7 @@ def attach_report(
 
 def kept_report(config: Any, model: Any = None, adapter_name: str = "default") -> PlasticityReport | None:
     """The measured report behind a config: the one its tuner model kept, or a not-yet-resolved config's own."""
-    from .tuner.model import report_of
+    from ..tuner.model import report_of
 
     report = report_of(model, adapter_name) if model is not None else None
     if report is None and config is not None and isinstance(config.scores, PlasticityReport):
@@ -436,7 +436,7 @@ def bundled_model_card(report: PlasticityReport, figure: str | None = None) -> M
     Rendered from committed inputs only (the report in ``model_cards/`` and the bundled ``config.json``),
     so ``hf-plasticity card --bundled`` reproduces the committed card byte for byte.
     """
-    from .models import BUNDLED_MODEL_ID, bundled_model_path
+    from ..models import BUNDLED_MODEL_ID, bundled_model_path
 
     meta = json.loads((bundled_model_path() / "config.json").read_text(encoding="utf-8"))["hf_plasticity_pretraining"]
     summary = (
@@ -477,7 +477,7 @@ def regenerate_bundled_card(root: str | os.PathLike[str] = ".") -> list[Path]:
     new report to ``model_cards/vit-fashion-mnist.report.json`` and run this again
     (``hf-plasticity card --bundled``).
     """
-    from .models import bundled_model_path
+    from ..models import bundled_model_path
 
     root = Path(root)
     report_path = root / BUNDLED_REPORT
@@ -502,7 +502,7 @@ def plasticity_config_of(model: Any, adapter_name: str = "default") -> Plasticit
     return config if _is_plasticity_config(config) else None
 
 
-def _plasticity_adapter_name(model: Any) -> str:
+def plasticity_adapter_name(model: Any) -> str:
     configs = getattr(model, "peft_config", {}) or {}
     active = getattr(model, "active_adapter", None)
     if isinstance(active, str) and _is_plasticity_config(configs.get(active)):
@@ -511,7 +511,7 @@ def _plasticity_adapter_name(model: Any) -> str:
 
 
 def _is_plasticity_config(obj: Any) -> bool:
-    from .tuner.config import PlasticityConfig
+    from ..tuner.config import PlasticityConfig
 
     return isinstance(obj, PlasticityConfig)
 
@@ -523,7 +523,7 @@ def _read_folder_or_report(path: Path) -> tuple[PlasticityReport | None, Plastic
         raise ModelCardError(
             f"{str(path)!r} is neither a report JSON nor a saved adapter folder (no adapter_config.json)"
         )
-    from .tuner.config import PlasticityConfig
+    from ..tuner.config import PlasticityConfig
 
     raw = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     if raw.get("peft_type") != "PLASTICITY":
@@ -787,47 +787,6 @@ def _plain(value: Any) -> Any:
 
 
 def _version() -> str:
-    from . import __version__
+    from ..version import __version__
 
     return __version__
-
-
-# ---------------------------------------------------------------------------------------- PEFT hook
-def _install_peft_hooks() -> None:
-    """Make ``save_pretrained`` and ``push_to_hub`` of a plasticity PEFT model write and upload our card.
-
-    PEFT writes a generic card in ``PeftModel.create_or_update_model_card`` (also called by the Trainer
-    after it writes its own summary) and transformers' ``push_to_hub`` replaces the README with the
-    remote or a generic one. For a model whose active adapter is a ``PlasticityConfig`` both go through
-    this module instead; every other PEFT model keeps PEFT's behaviour.
-    """
-    from peft import PeftModel
-
-    if getattr(PeftModel.create_or_update_model_card, "_hf_plasticity", False):
-        return
-    original_card = PeftModel.create_or_update_model_card
-    original_push = PeftModel.push_to_hub
-
-    def create_or_update_model_card(self: Any, output_dir: str) -> None:
-        if plasticity_config_of(self, _plasticity_adapter_name(self)) is None:
-            return original_card(self, output_dir)
-        save_card_files(self, output_dir)
-        return None
-
-    def push_to_hub(self: Any, repo_id: str, *args: Any, **kwargs: Any) -> Any:
-        if plasticity_config_of(self, _plasticity_adapter_name(self)) is None:
-            return original_push(self, repo_id, *args, **kwargs)
-        from .hub import push_to_hub as push
-
-        kwargs.pop("max_shard_size", None)
-        kwargs.pop("tags", None)
-        return push(self, repo_id, *args, **kwargs)
-
-    create_or_update_model_card._hf_plasticity = True  # type: ignore[attr-defined]
-    create_or_update_model_card.__doc__ = original_card.__doc__
-    push_to_hub.__doc__ = original_push.__doc__
-    PeftModel.create_or_update_model_card = create_or_update_model_card  # type: ignore[method-assign]
-    PeftModel.push_to_hub = push_to_hub  # type: ignore[method-assign]
-
-
-_install_peft_hooks()

@@ -1,4 +1,4 @@
-"""Figures of a :class:`~hf_plasticity.report.PlasticityReport`: what people would rather look at than tables.
+"""Figures of a :class:`~hf_plasticity.report.report.PlasticityReport`: what people would rather look at than tables.
 
 Two panels, as in the paper: the distribution of rates per component type, and plasticity against depth
 with each component's theoretical upper bound drawn beside it (dashed, same colour, log scale).
@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .components import COMPONENTS
-from .io import atomic_write, check_output_path, figure_format
+from ..components import COMPONENTS
+from ..io import atomic_write, check_output_path, figure_format
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
-from .io import atomic_write_text
-from .tuner.config import RULES, PlasticityConfig
+from ..errors import InvalidInputError
+from ..io import atomic_write_text
+from ..tuner.config import RULES, PlasticityConfig
 
 if TYPE_CHECKING:
     import datasets
     from torch import nn
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from .report import PlasticityReport
+    from ..report.report import PlasticityReport
 
 
 @dataclass
@@ -105,7 +105,7 @@ def accuracy_metrics() -> Any:
 
 def pixel_dataset(dataset: datasets.Dataset, image_processor: Any, num_channels: int = 3) -> datasets.Dataset:
     """An image/label data set as ``pixel_values``/``labels`` tensors (what the model's forward takes)."""
-    from .data.pairs import _find_image_column, _to_pil
+    from ..data.pairs import _find_image_column, _to_pil
 
     if "pixel_values" in dataset.column_names:
         out = dataset.rename_column("label", "labels") if "label" in dataset.column_names else dataset
@@ -205,10 +205,10 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments, prog
     """
     from transformers.trainer_utils import set_seed
 
+    from ..data.loaders import load_named_dataset
+    from ..measure.estimator import measure_plasticity
+    from ..models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
     from .callbacks import PlasticityCallback
-    from .data.loaders import load_named_dataset
-    from .estimator import measure_plasticity
-    from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
 
     if not 0 < args.eval_fraction < 1:
         raise InvalidInputError(f"eval_fraction={args.eval_fraction} must be between 0 and 1 (e.g. 0.2)")
@@ -271,7 +271,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments, prog
 
 def new_head(model: nn.Module) -> None:
     """Re-initialise the classification head(s): a new task gets a new head, as in the paper."""
-    from .components import resolve_components
+    from ..components import resolve_components
 
     torch_nn = torch.nn
     for path in resolve_components(model).head_paths():

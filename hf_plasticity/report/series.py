@@ -1,6 +1,7 @@
 """``PlasticitySeries``: how plasticity, weight change and gradient norms move during finetuning.
 
-Written by :class:`hf_plasticity.callbacks.PlasticityCallback`. How a component's plasticity evolves while it
+Written by :class:`hf_plasticity.integrations.callbacks.PlasticityCallback`.
+How a component's plasticity evolves while it
 is finetuned is an open question in the paper; this keeps the measurements with their training step, as
 JSON and as a figure.
 """
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .components import COMPONENTS
-from .errors import ReportFormatError
-from .io import atomic_write, atomic_write_text
+from ..components import COMPONENTS
+from ..errors import ReportFormatError
+from ..io import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

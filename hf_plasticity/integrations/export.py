@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidInputError, PlasticityError
 from .cards import plasticity_config_of
-from .errors import InvalidInputError, PlasticityError
 
 
 class ExportError(PlasticityError, ValueError):
@@ -32,7 +32,7 @@ def export_lora(model: Any, save_directory: str | os.PathLike[str], adapter_name
     from peft.tuners.lora.layer import LoraLayer
     from safetensors.torch import save_file
 
-    from .tuner.layer import PlasticityLayer
+    from ..tuner.layer import PlasticityLayer
 
     config = plasticity_config_of(model, adapter_name)
     if config is None:

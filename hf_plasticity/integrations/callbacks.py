@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .components import validate_components
-from .distributed import unwrap_model
-from .errors import InvalidInputError
-from .series import PlasticitySeries
+from ..components import validate_components
+from ..errors import InvalidInputError
+from ..measure.distributed import unwrap_model
+from ..report.series import PlasticitySeries
 
 PREFIX = "plasticity"
 
@@ -41,7 +41,8 @@ class PlasticityCallback(TrainerCallback):
 
     Settings are checked at ``on_train_begin`` (and ``every`` at construction), before any step runs.
     To have ``report_to`` integrations receive the values, put this callback first:
-    ``trainer.callback_handler.callbacks.insert(0, callback)`` (:func:`hf_plasticity.training.finetune` does).
+    ``trainer.callback_handler.callbacks.insert(0, callback)``
+    (:func:`hf_plasticity.integrations.training.finetune` does).
     """
 
     def __init__(
@@ -72,7 +73,7 @@ class PlasticityCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: nn.Module = None, **kw: Any
     ) -> None:
-        from .components import resolve_components
+        from ..components import resolve_components
 
         _check_every(self.every, self.pairs)
         if model is None:
@@ -141,7 +142,7 @@ class PlasticityCallback(TrainerCallback):
 
     # ----------------------------------------------------------------- helpers
     def _measure(self, model: nn.Module | None, step: int) -> None:
-        from .estimator import measure_plasticity
+        from ..measure.estimator import measure_plasticity
 
         assert self.pairs is not None and model is not None
         x, y = self.pairs
@@ -239,7 +240,7 @@ def _check_pairs(pairs: Any, model: nn.Module) -> tuple[torch.Tensor, torch.Tens
             f"pairs must be two pixel tensors of the same shape (N, channels, height, width) with N >= 1; got "
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
-    from .components import get_component_map
+    from ..components import get_component_map
 
     config = getattr(model, "config", None)
     channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)

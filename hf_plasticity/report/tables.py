@@ -1,4 +1,4 @@
-"""Markdown tables of a :class:`~hf_plasticity.report.PlasticityReport`, for terminals, READMEs and cards."""
+"""Markdown tables of a :class:`~hf_plasticity.report.report.PlasticityReport`, for terminals, READMEs and cards."""
 
 from __future__ import annotations
 

@@ -15,45 +15,17 @@ small: one d x d Gram matrix per MLP linear and d_h x d_h ones per head.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
-from .components import ResolvedComponents
-from .errors import UnsupportedModelError
+from ..components import ResolvedComponents
+from ..errors import UnsupportedModelError
+from ..report.bounds import WeightBounds
 
 LAYERNORMS = ("attn_norm", "ffn_norm")
 LINEARS = ("ffn_fc1", "ffn_fc2")
 _DENSE_MAX = 256  # matrix size above which Lanczos beats a dense eigen-solve
-
-
-@dataclass
-class WeightBounds:
-    """The weight-only part of the bounds.
-
-    ``layers`` is (layers, components) with the LayerNorm and linear bounds, NaN for ``mha``;
-    ``heads`` is (layers, heads, 2): per head ||O_h|| ||V_h|| and ||Q_h K_h^T|| / sqrt(d_h).
-    """
-
-    components: tuple[str, ...]
-    layers: np.ndarray
-    heads: np.ndarray
-
-    def full(self, radius: float, seq_len: int) -> np.ndarray:
-        """All bounds (layers, components), attention's from the embedding radius and sequence length."""
-        out = self.layers.copy()
-        if "mha" in self.components and self.heads.size:
-            out[:, self.components.index("mha")] = attention_bound(self.heads, radius, seq_len)
-        return out
-
-
-def attention_bound(heads: np.ndarray, radius: float, seq_len: int) -> np.ndarray:
-    """The paper's per-layer attention bound from the per-head terms (layers, heads, 2)."""
-    ov, qk = heads[..., 0], heads[..., 1]
-    n = float(seq_len)
-    return (ov * np.sqrt(3 * n + (12 * n + 3) * radius**4 * qk**2)).sum(-1)
 
 
 @torch.no_grad()

@@ -17,13 +17,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..components import ResolvedComponents, resolve_components, validate_components
+from ..data.pairs import is_hf_dataset, make_pair_batches
+from ..errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
+from ..report.report import PlasticityReport, model_metadata
+from ..stats import RateStats, TokenStats
 from .bounds import gram, weight_bounds
-from .components import ResolvedComponents, resolve_components, validate_components
-from .data.pairs import is_hf_dataset, make_pair_batches
 from .distributed import resolve_shard, unwrap_model, wrapper_hint
-from .errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
-from .report import PlasticityReport, model_metadata
-from .stats import RateStats, TokenStats
 
 Protocol = Literal["shared", "in_situ"]
 PROTOCOLS: tuple[str, ...] = ("shared", "in_situ")
@@ -70,14 +70,14 @@ def measure_plasticity(
             re-measurement during training may skip them).
         progress: show a tqdm progress bar.
         data_name, reference_name: names recorded in the report (default: taken from the data).
-        accelerator, rank, world_size: who measures which pairs (see ``hf_plasticity.distributed``). By
+        accelerator, rank, world_size: who measures which pairs (see ``hf_plasticity.measure.distributed``). By
             default, under ``accelerate launch`` or any initialised process group, every process measures a
             disjoint shard of the same seeded pairs and every process returns the whole report. An
             ``Accelerator`` (or ``PartialState``), or ``rank``/``world_size``, set the shard explicitly; without
             a process group of that size the call returns its shard's report, to combine with ``merge``.
 
     ``model`` may be a ``PeftModel``, DDP-wrapped or ``accelerator.prepare``d: its live weights are measured
-    (see :func:`hf_plasticity.distributed.unwrap_model`).
+    (see :func:`hf_plasticity.measure.distributed.unwrap_model`).
     """
     if protocol not in PROTOCOLS:
         raise InvalidInputError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")

@@ -1,0 +1,47 @@
+"""The one place hf_plasticity changes PEFT's behaviour: cards and Hub uploads of plasticity adapters.
+
+Importing ``hf_plasticity`` installs the hooks once (idempotent). Only models whose active adapter is a
+``PlasticityConfig`` are affected; every other PEFT model goes through PEFT's own methods unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cards import plasticity_adapter_name, plasticity_config_of, save_card_files
+from .hub import push_to_hub as push
+
+
+def install_peft_hooks() -> None:
+    """Make ``save_pretrained`` and ``push_to_hub`` of a plasticity PEFT model write and upload our card.
+
+    PEFT writes a generic card in ``PeftModel.create_or_update_model_card`` (also called by the Trainer
+    after it writes its own summary) and transformers' ``push_to_hub`` replaces the README with the
+    remote or a generic one. For a model whose active adapter is a ``PlasticityConfig`` both go through
+    this package's card and Hub code instead; every other PEFT model keeps PEFT's behaviour.
+    """
+    from peft import PeftModel
+
+    if getattr(PeftModel.create_or_update_model_card, "_hf_plasticity", False):
+        return
+    original_card = PeftModel.create_or_update_model_card
+    original_push = PeftModel.push_to_hub
+
+    def create_or_update_model_card(self: Any, output_dir: str) -> None:
+        if plasticity_config_of(self, plasticity_adapter_name(self)) is None:
+            return original_card(self, output_dir)
+        save_card_files(self, output_dir)
+        return None
+
+    def push_to_hub(self: Any, repo_id: str, *args: Any, **kwargs: Any) -> Any:
+        if plasticity_config_of(self, plasticity_adapter_name(self)) is None:
+            return original_push(self, repo_id, *args, **kwargs)
+        kwargs.pop("max_shard_size", None)
+        kwargs.pop("tags", None)
+        return push(self, repo_id, *args, **kwargs)
+
+    create_or_update_model_card._hf_plasticity = True  # type: ignore[attr-defined]
+    create_or_update_model_card.__doc__ = original_card.__doc__
+    push_to_hub.__doc__ = original_push.__doc__
+    PeftModel.create_or_update_model_card = create_or_update_model_card  # type: ignore[method-assign]
+    PeftModel.push_to_hub = push_to_hub  # type: ignore[method-assign]

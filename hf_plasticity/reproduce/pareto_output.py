@@ -1,0 +1,182 @@
+"""The Pareto experiment's summary: tables per budget, the test of plasticity against the best peer, a figure."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .pareto import BUDGETS, PARETO_METHODS, is_plasticity
+
+
+def analyse_pareto(results: dict[str, Any]) -> dict[str, Any]:
+    """Per optimizer and budget: each method's accuracy (mean over tasks and seeds), the best plasticity option
+    against the best peer (paired one-sided Wilcoxon over (task, seed)), and per-task differences."""
+    import numpy as np
+
+    from .stats import mean_std, summarise, wilcoxon_greater
+
+    summary = summarise(results["runs"])
+    out: dict[str, Any] = {"summary": summary, "budgets": {}}
+    for optimizer, cells in summary.items():
+        tasks = sorted(cells)
+        # a PEFT model's total counts its adapters too: shares are of the base model, which linear probing holds
+        base = {t: min(e["total"] for e in cells[t].values()) for t in tasks}
+        table: dict[str, Any] = {}
+        for name, info in PARETO_METHODS.items():
+            entries = [cells[t][name] for t in tasks if name in cells[t]]
+            if len(entries) != len(tasks):
+                continue  # not run with this optimizer (or on every task)
+            pooled = [a for e in entries for a in e["test_accuracy"]]
+            table[name] = {
+                "budget": info["budget"],
+                "family": info["family"],
+                "plasticity": is_plasticity(name),
+                "mean": float(np.mean([e["mean"] for e in entries])),
+                "pooled_std": mean_std(pooled)[1],
+                "per_task": {t: {"mean": cells[t][name]["mean"], "std": cells[t][name]["std"]} for t in tasks},
+                "share": float(np.mean([cells[t][name]["trainable"] / base[t] for t in tasks])),
+                "trainable": {t: cells[t][name]["trainable"] for t in tasks},
+                "s_per_step": float(np.mean([e["s_per_step_mean"] for e in entries])),
+                "lr": {t: cells[t][name]["lr"] for t in tasks},
+            }
+        per_budget = {}
+        for budget in BUDGETS:
+            names = [n for n in table if table[n]["budget"] == budget]
+            mine = [n for n in names if table[n]["plasticity"]]
+            peers = [n for n in names if not table[n]["plasticity"]]
+            entry: dict[str, Any] = {"methods": names}
+            if mine and peers:
+                best = max(mine, key=lambda n: table[n]["mean"])
+                peer = max(peers, key=lambda n: table[n]["mean"])
+                first = [a for t in tasks for a in cells[t][best]["test_accuracy"]]
+                second = [a for t in tasks for a in cells[t][peer]["test_accuracy"]]
+                entry.update(
+                    best_plasticity=best,
+                    best_peer=peer,
+                    difference=table[best]["mean"] - table[peer]["mean"],
+                    per_task={t: cells[t][best]["mean"] - cells[t][peer]["mean"] for t in tasks},
+                    wilcoxon=wilcoxon_greater(first, second) if len(first) == len(second) else None,
+                )
+            per_budget[budget] = entry
+        out["budgets"][optimizer] = {"table": table, "per_budget": per_budget}
+    return out
+
+
+def pareto_figure(analysis: dict[str, Any], path: Any, optimizer: str = "adamw") -> None:
+    """Test accuracy (mean of tasks) against trainable share, log x: plasticity options filled, peers hollow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = analysis["budgets"][optimizer]["table"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    families = sorted({v["family"] for v in table.values()})
+    colours = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
+    for name, v in table.items():
+        ax.scatter(
+            100 * v["share"],
+            100 * v["mean"],
+            s=60,
+            color=colours[v["family"]] if v["plasticity"] else "white",
+            edgecolors=colours[v["family"]],
+            linewidths=1.8,
+            zorder=3,
+        )
+        ax.annotate(name, (100 * v["share"], 100 * v["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (% of the model, head included; log scale)")
+    ax.set_ylabel("test accuracy (%, mean of tasks x seeds)")
+    ax.set_title(f"Accuracy against trainable share ({optimizer}); filled = plasticity, hollow = PEFT peers")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def pareto_markdown(doc: dict[str, Any]) -> str:
+    """Tables per budget (per optimizer), the test of the best plasticity option against the best peer."""
+    stats = doc["statistics"]
+    lines = [
+        "# Plasticity against PEFT's selectors at matched parameter budgets (bundled ViT)",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Device: {doc['environment']['device']}  ",
+        f"Created: {doc['created']}; wall time {doc['timing']['total_seconds'] / 60:.1f} min  ",
+        "Budgets (share of parameters, head included, per task): "
+        + "; ".join(
+            f"{t}: " + ", ".join(f"{b} {100 * v:.2f}%" for b, v in s.items()) for t, s in doc["shares"].items()
+        ),
+        "",
+        "Learning rate per (optimizer, task, method) on validation, seed 0: "
+        + "; ".join(f"`{p['name']}` {p['lrs']} for {p['methods'] or 'all'}" for p in doc["spec"]["optimizers"]),
+        "",
+    ]
+    for optimizer, data in stats["budgets"].items():
+        table, per_budget = data["table"], data["per_budget"]
+        tasks = sorted(next(iter(table.values()))["per_task"]) if table else []
+        lines += [f"## {optimizer}", ""]
+        lines += [
+            "| budget | method | " + " | ".join(tasks) + " | mean | trainable (share) | s/step |",
+            "|---|---|" + "---:|" * (len(tasks) + 3),
+        ]
+        for budget in BUDGETS:
+            for name in per_budget[budget]["methods"]:
+                v = table[name]
+                cells = " | ".join(
+                    f"{100 * v['per_task'][t]['mean']:.1f} ± {100 * v['per_task'][t]['std']:.1f}" for t in tasks
+                )
+                mark = "**" if v["plasticity"] else ""
+                lines.append(
+                    f"| {budget} | {mark}{name}{mark} | {cells} | {100 * v['mean']:.1f} | "
+                    f"{max(v['trainable'].values()):,} ({100 * v['share']:.2f}%) | {v['s_per_step']:.3f} |"
+                )
+        lines += [
+            "",
+            "| budget | best plasticity | best peer | difference (points) | per task | Wilcoxon p (one-sided) |",
+        ]
+        lines += ["|---|---|---|---:|---|---:|"]
+        for budget in BUDGETS:
+            e = per_budget[budget]
+            if "best_plasticity" not in e:
+                continue
+            w = e["wilcoxon"] or {}
+            p = w.get("pvalue")
+            per_task = ", ".join(f"{t} {100 * d:+.1f}" for t, d in e["per_task"].items())
+            lines.append(
+                f"| {budget} | {e['best_plasticity']} | {e['best_peer']} | {100 * e['difference']:+.2f} | "
+                f"{per_task} | {'–' if p is None else f'{p:.3f}'} |"
+            )
+        lines.append("")
+    lines += ["## Methods", ""]
+    for task, methods in doc["methods"].items():
+        for name, m in methods.items():
+            lines.append(f"- `{task}` / `{name}`: {m['description']}; trains {len(m['selected_modules'])} module(s)")
+        break
+    return "\n".join(lines) + "\n"
+
+
+def write_pareto(results: dict[str, Any], stats: dict[str, Any], out_dir: Any, command: str) -> dict[str, Any]:
+    """``results.json`` (every run and statistic), ``results.md`` (the tables) and ``pareto.png``."""
+    from pathlib import Path
+
+    from ..io import atomic_write_text
+    from .output import SCHEMA, SCHEMA_VERSION, _clean, source_model
+
+    out = Path(out_dir)
+    document = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "command": command,
+        "source_model": source_model(),
+        **results,
+        "statistics": stats,
+    }
+    paths: dict[str, Any] = {
+        "json": atomic_write_text(out / "results.json", json.dumps(_clean(document), indent=1, allow_nan=False))
+    }
+    optimizer = "adamw" if "adamw" in stats["budgets"] else next(iter(stats["budgets"]))
+    paths["figure"] = out / "pareto.png"
+    pareto_figure(stats, paths["figure"], optimizer=optimizer)
+    paths["markdown"] = atomic_write_text(out / "results.md", pareto_markdown(_clean(document)))
+    return paths
