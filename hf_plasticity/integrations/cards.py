@@ -157,7 +157,7 @@ def _stored_scores(config: PlasticityConfig) -> dict[str, Any]:
     scores = config.component_scores()
     ranked = rank_components(scores)
     out: dict[str, Any] = {
-        "score_source": config.score_source,
+        "score_source": config.resolved_score_source(),
         "ranking": [{"component": c, "score": _num(scores[c])} for c in ranked],
     }
     provenance = config.resolved_scores().get("report") or {}

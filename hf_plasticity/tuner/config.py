@@ -216,6 +216,12 @@ class PlasticityConfig(PeftConfig):
 
         return scores_of(self)
 
+    def resolved_score_source(self) -> str:
+        """``score_source`` as the adapter will record it (already filled in by ``from_report`` and at creation)."""
+        from .scores import describe_scores
+
+        return self.score_source or describe_scores(self)
+
     def component_scores(self) -> dict[str, float]:
         """One score per component type (from the report, the mapping, or the theoretical ranking)."""
         return dict(self.resolved_scores()["components"])
