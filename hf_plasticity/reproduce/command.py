@@ -85,6 +85,8 @@ def command_line(program: list[str], args: argparse.Namespace) -> str:
         words += ["--out-dir", str(args.out_dir)]
     if args.cache_dir is not None:
         words += ["--cache-dir", str(args.cache_dir)]
+    if args.cached_only:
+        words.append("--cached-only")
     if args.workers is not None:
         words += ["--workers", str(args.workers)]
     for option in ("tasks", "methods"):

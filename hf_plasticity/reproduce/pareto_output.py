@@ -10,10 +10,12 @@ from .pareto import BUDGETS, PARETO_METHODS, is_plasticity
 
 def analyse_pareto(results: dict[str, Any]) -> dict[str, Any]:
     """Per optimizer and budget: each method's accuracy (mean over tasks and seeds), the best plasticity option
-    against the best peer (paired one-sided Wilcoxon over (task, seed)), and per-task differences."""
-    import numpy as np
+    against the best peer and against full finetuning (paired one-sided Wilcoxon over (task, seed)).
 
-    from .stats import mean_std, summarise, wilcoxon_greater
+    Comparisons use the (task, seed) runs both sides have, so a run cut short still compares like with like;
+    ``tasks`` says which tasks a comparison covers.
+    """
+    from .stats import mean_std, summarise
 
     summary = summarise(results["runs"])
     out: dict[str, Any] = {"summary": summary, "budgets": {}}
@@ -23,43 +25,70 @@ def analyse_pareto(results: dict[str, Any]) -> dict[str, Any]:
         base = {t: min(e["total"] for e in cells[t].values()) for t in tasks}
         table: dict[str, Any] = {}
         for name, info in PARETO_METHODS.items():
-            entries = [cells[t][name] for t in tasks if name in cells[t]]
-            if len(entries) != len(tasks):
-                continue  # not run with this optimizer (or on every task)
-            pooled = [a for e in entries for a in e["test_accuracy"]]
+            ran = [t for t in tasks if name in cells[t]]
+            if not ran:
+                continue
+            pooled = [a for t in ran for a in cells[t][name]["test_accuracy"]]
             table[name] = {
                 "budget": info["budget"],
                 "family": info["family"],
                 "plasticity": is_plasticity(name),
-                "mean": float(np.mean([e["mean"] for e in entries])),
+                "tasks": ran,
+                "mean": sum(cells[t][name]["mean"] for t in ran) / len(ran),
                 "pooled_std": mean_std(pooled)[1],
-                "per_task": {t: {"mean": cells[t][name]["mean"], "std": cells[t][name]["std"]} for t in tasks},
-                "share": float(np.mean([cells[t][name]["trainable"] / base[t] for t in tasks])),
-                "trainable": {t: cells[t][name]["trainable"] for t in tasks},
-                "s_per_step": float(np.mean([e["s_per_step_mean"] for e in entries])),
-                "lr": {t: cells[t][name]["lr"] for t in tasks},
+                "per_task": {
+                    t: {"mean": cells[t][name]["mean"], "std": cells[t][name]["std"], "seeds": cells[t][name]["seeds"]}
+                    for t in ran
+                },
+                "share": sum(cells[t][name]["trainable"] / base[t] for t in ran) / len(ran),
+                "trainable": {t: cells[t][name]["trainable"] for t in ran},
+                "s_per_step": sum(cells[t][name]["s_per_step_mean"] for t in ran) / len(ran),
+                "lr": {t: cells[t][name]["lr"] for t in ran},
             }
         per_budget = {}
         for budget in BUDGETS:
             names = [n for n in table if table[n]["budget"] == budget]
+            entry: dict[str, Any] = {"methods": names}
             mine = [n for n in names if table[n]["plasticity"]]
             peers = [n for n in names if not table[n]["plasticity"]]
-            entry: dict[str, Any] = {"methods": names}
             if mine and peers:
-                best = max(mine, key=lambda n: table[n]["mean"])
-                peer = max(peers, key=lambda n: table[n]["mean"])
-                first = [a for t in tasks for a in cells[t][best]["test_accuracy"]]
-                second = [a for t in tasks for a in cells[t][peer]["test_accuracy"]]
-                entry.update(
-                    best_plasticity=best,
-                    best_peer=peer,
-                    difference=table[best]["mean"] - table[peer]["mean"],
-                    per_task={t: cells[t][best]["mean"] - cells[t][peer]["mean"] for t in tasks},
-                    wilcoxon=wilcoxon_greater(first, second) if len(first) == len(second) else None,
-                )
+                entry.update(_best_against(cells, table, mine, peers, "best_peer"))
+            if mine and "full" in table and budget != "full":
+                entry["vs_full"] = _best_against(cells, table, mine, ["full"], "reference")
             per_budget[budget] = entry
         out["budgets"][optimizer] = {"table": table, "per_budget": per_budget}
     return out
+
+
+def _best_against(
+    cells: dict[str, Any], table: dict[str, Any], mine: list[str], others: list[str], label: str
+) -> dict[str, Any]:
+    """The best of ``mine`` against the best of ``others``, both ranked on the tasks all of them ran."""
+    from .stats import wilcoxon_greater
+
+    common = sorted(set.intersection(*(set(table[n]["tasks"]) for n in [*mine, *others])))
+    if not common:
+        return {"note": "no task that every method here ran"}
+
+    def mean(name: str) -> float:
+        return sum(cells[t][name]["mean"] for t in common) / len(common)
+
+    best = max(mine, key=mean)
+    other = max(others, key=mean)
+    first, second = [], []
+    for t in common:
+        a, b = cells[t][best], cells[t][other]
+        for seed in sorted(set(a["seeds"]) & set(b["seeds"])):
+            first.append(a["test_accuracy"][a["seeds"].index(seed)])
+            second.append(b["test_accuracy"][b["seeds"].index(seed)])
+    return {
+        "best_plasticity": best,
+        label: other,
+        "tasks": common,
+        "difference": mean(best) - mean(other),
+        "per_task": {t: cells[t][best]["mean"] - cells[t][other]["mean"] for t in common},
+        "wilcoxon": wilcoxon_greater(first, second),
+    }
 
 
 def pareto_figure(analysis: dict[str, Any], path: Any, optimizer: str = "adamw") -> None:
@@ -114,7 +143,7 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
     ]
     for optimizer, data in stats["budgets"].items():
         table, per_budget = data["table"], data["per_budget"]
-        tasks = sorted(next(iter(table.values()))["per_task"]) if table else []
+        tasks = sorted({t for v in table.values() for t in v["tasks"]})
         lines += [f"## {optimizer}", ""]
         lines += [
             "| budget | method | " + " | ".join(tasks) + " | mean | trainable (share) | s/step |",
@@ -124,7 +153,11 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
             for name in per_budget[budget]["methods"]:
                 v = table[name]
                 cells = " | ".join(
-                    f"{100 * v['per_task'][t]['mean']:.1f} ± {100 * v['per_task'][t]['std']:.1f}" for t in tasks
+                    f"{100 * v['per_task'][t]['mean']:.1f} ± {100 * v['per_task'][t]['std']:.1f}"
+                    + (f" (seeds {len(v['per_task'][t]['seeds'])})" if len(v["per_task"][t]["seeds"]) < 3 else "")
+                    if t in v["per_task"]
+                    else "not run"
+                    for t in tasks
                 )
                 mark = "**" if v["plasticity"] else ""
                 lines.append(
@@ -133,20 +166,21 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
                 )
         lines += [
             "",
-            "| budget | best plasticity | best peer | difference (points) | per task | Wilcoxon p (one-sided) |",
+            "| budget | best plasticity | against | difference (points) | per task | pairs | Wilcoxon p (one-sided) |",
+            "|---|---|---|---:|---|---:|---:|",
         ]
-        lines += ["|---|---|---|---:|---|---:|"]
         for budget in BUDGETS:
-            e = per_budget[budget]
-            if "best_plasticity" not in e:
-                continue
-            w = e["wilcoxon"] or {}
-            p = w.get("pvalue")
-            per_task = ", ".join(f"{t} {100 * d:+.1f}" for t, d in e["per_task"].items())
-            lines.append(
-                f"| {budget} | {e['best_plasticity']} | {e['best_peer']} | {100 * e['difference']:+.2f} | "
-                f"{per_task} | {'–' if p is None else f'{p:.3f}'} |"
-            )
+            for e, label in ((per_budget[budget], "best_peer"), (per_budget[budget].get("vs_full", {}), "reference")):
+                if "best_plasticity" not in e:
+                    continue
+                w = e["wilcoxon"] or {}
+                p = w.get("pvalue")
+                per_task = ", ".join(f"{t} {100 * d:+.1f}" for t, d in e["per_task"].items())
+                against = f"{e[label]} ({'best peer' if label == 'best_peer' else 'full finetuning'})"
+                lines.append(
+                    f"| {budget} | {e['best_plasticity']} | {against} | {100 * e['difference']:+.2f} | "
+                    f"{per_task} | {w.get('n', 0)} | {'–' if p is None else f'{p:.3f}'} |"
+                )
         lines.append("")
     lines += ["## Methods", ""]
     for task, methods in doc["methods"].items():

@@ -117,6 +117,8 @@ class ExperimentSpec:
             methods=(*b1, *b2, *whole, "linear"),
             optimizers=(  # in order of the question's weight, so a run cut short has answered the first ones
                 OptimizerPlan("adamw", (3e-3, 1e-2), methods=b1, select_on="digits"),
+                OptimizerPlan("adamw", (3e-3, 1e-2), tasks=("digits",), methods=b2, select_on="digits"),
+                OptimizerPlan("adamw", (1e-3, 3e-3), tasks=("digits",), methods=whole, select_on="digits"),
                 OptimizerPlan("adamw", (3e-3, 1e-2), methods=b2, select_on="digits"),
                 OptimizerPlan("adamw", (1e-3, 3e-3), methods=whole, select_on="digits"),
                 OptimizerPlan("sgd", (0.003, 0.01, 0.03, 0.1, 0.3), methods=("linear", "mha", "full", "lora")),
@@ -253,6 +255,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
             key = (result["task"], result["run_key"])
             if result["lr"] == best[key]:
                 chosen_runs.append({**result, "methods": groups[key][1]})
+    unique = {(r["optimizer"], r["task"], r["run_key"], r["seed"]): r for r in chosen_runs}  # plans may overlap
+    chosen_runs = list(unique.values())
     return {
         "spec": spec.to_dict(),
         "tasks": {name: task.to_dict() for name, task in tasks.items()},
