@@ -21,6 +21,7 @@ from .errors import (
     InvalidInputError,
     LegacyReportWarning,
     MissingDataError,
+    ModelCardError,
     NonFiniteError,
     NotEnoughPairsError,
     OutputPathError,
@@ -32,7 +33,7 @@ from .errors import (
     UnknownComponentError,
     UnsupportedModelError,
 )
-from .integrations.cards import ModelCardError, attach_report, build_model_card, write_model_card
+from .integrations.cards import attach_report, build_model_card, write_model_card
 from .integrations.export import ExportError, export_lora, export_merged
 from .integrations.hub import HubAuthError, HubPushError, push_to_hub
 from .integrations.peft_hooks import install_peft_hooks

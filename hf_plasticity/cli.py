@@ -100,14 +100,10 @@ def _run_measure(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .data.loaders import load_digits_dataset, load_fashion_mnist, load_fashion_mnist_sample
-    from .errors import MissingDataError
-    from .models import BUNDLED
+    from .data.loaders import load_digits_dataset
+    from .models import BUNDLED, pretraining_reference
 
-    try:
-        reference, ref_name = load_fashion_mnist("test"), "fashion-mnist (test split)"
-    except MissingDataError:
-        reference, ref_name = load_fashion_mnist_sample(), "fashion-mnist-sample (bundled)"
+    reference, ref_name = pretraining_reference()
     out = args.out_dir
     check_output_paths({"report": out / "report.json", "figure": out / "plasticity.png"})
     print(f"Bundled ViT (pretrained on Fashion-MNIST); reference: {ref_name}; downstream: scikit-learn digits")
@@ -225,30 +221,22 @@ def _add_card_command(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--push", metavar="REPO", help="also push the adapter, report, figure and card to this Hub repo")
     c.add_argument("--private", action="store_true", help="create the pushed repo private")
     c.add_argument("--revision", help="branch to push to")
-    c.add_argument("--bundled", action="store_true", help="regenerate the bundled model's cards (source checkout)")
+    c.add_argument("--bundled", action="store_true", help=argparse.SUPPRESS)  # moved to scripts/: says so
     c.set_defaults(run=_run_card)
 
 
 def _run_card(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-
     from .errors import InvalidInputError
-    from .integrations.cards import (
-        FIGURE_NAME,
-        REPORT_NAME,
-        build_model_card,
-        regenerate_bundled_card,
-        write_model_card,
-    )
+    from .integrations.cards import FIGURE_NAME, REPORT_NAME, build_model_card, write_model_card
     from .report.report import PlasticityReport
 
     if args.bundled:
-        for path in regenerate_bundled_card(Path.cwd()):
-            print(f"wrote {path}")
-        return 0
+        raise InvalidInputError(
+            "the bundled model's card is maintainer tooling, not part of the package: run "
+            "`python scripts/regenerate_bundled_card.py` from a source checkout"
+        )
     if args.report is None and args.adapter is None:
-        raise InvalidInputError("pass --report, --adapter or both (or --bundled)")
+        raise InvalidInputError("pass --report, --adapter or both")
     out = args.out or (args.adapter / "README.md" if args.adapter else None)
     if out is None:
         raise InvalidInputError("pass --out (where to write the card) when there is no --adapter")
@@ -263,20 +251,19 @@ def _run_card(args: argparse.Namespace) -> int:
     write_model_card(card, out)
     print(f"wrote {out}")
     if args.push:
-        from .integrations.hub import push_to_hub
+        from .integrations.hub import push_card_files
 
-        with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as staging:
-            stage = Path(staging)
-            if args.adapter is not None:
-                shutil.copytree(args.adapter, stage, dirs_exist_ok=True)
-            if report is not None:
-                report.save(stage / REPORT_NAME)
-                shutil.copy2(folder / FIGURE_NAME, stage / FIGURE_NAME)
-            shutil.copy2(out, stage / "README.md")
-            info = push_to_hub(
-                stage, args.push, private=args.private or None, revision=args.revision, card=out.read_text("utf-8")
-            )
+        info = push_card_files(
+            out,
+            args.push,
+            adapter=args.adapter,
+            report=report,
+            figure=folder / FIGURE_NAME if report is not None else None,
+            private=args.private or None,
+            revision=args.revision,
+        )
         print(f"pushed to {info.commit_url}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- finetune
@@ -335,10 +322,18 @@ def _run_finetune(args: argparse.Namespace) -> int:
     ft_args, training_args = parser.parse_args_into_dataclasses(options)
     result = run_finetune(ft_args, training_args)
     if training_args.process_index == 0:
+        from .integrations.cards.metadata import choice
+        from .report.tables import pairs_sentence
+
         chosen = result.model.peft_config["default"]
-        print(f"\nselected ({len(chosen.selected_modules)} modules): rule {ft_args.rule}")
-        print(f"scores: {chosen.score_source}")
-        print(result.report.to_markdown() if result.report is not None else "")
+        how = choice(chosen)
+        if result.report is not None:
+            r = result.report
+            print(f"\nmeasured on {pairs_sentence(r.num_pairs, r.data_name, r.reference_name, r.protocol)}")
+            print(r.to_markdown())
+        print(f"\nselected ({len(chosen.selected_modules)} modules): rule {ft_args.rule}, by the {how['selected_by']}")
+        if how["fallback"]:
+            print(f"why not the measured ranking: {how['fallback']}")
         print(f"\neval: {result.eval_metrics}")
         for name, path in sorted(result.files.items()):
             print(f"{name}: {path}")

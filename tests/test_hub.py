@@ -28,7 +28,7 @@ from hf_plasticity import (
     measure_plasticity,
     push_to_hub,
 )
-from hf_plasticity.integrations.cards import kept_report
+from hf_plasticity.integrations.cards.sources import report_of
 
 from .conftest import HUB, TINY_MODELS, BlockedNetworkError, pixels
 
@@ -113,7 +113,7 @@ def test_an_adapter_loads_from_the_repo_id(hub) -> None:
 def test_peft_push_to_hub_uploads_our_card_not_a_generic_one(hub) -> None:
     trained().push_to_hub(REPO, commit_message="plasticity adapter")
     card = ModelCard.load(REPO)
-    assert card.data.library_name == "peft" and card.data.plasticity["trained_modules"]
+    assert card.data.library_name == "peft" and card.data.plasticity["trained"]["modules"]
     assert "[More Information Needed]" not in card.text
     assert set(hub.repos[REPO]) == EXPECTED_FILES
     assert [c["summary"] for c in hub.commits] == ["plasticity adapter"]
@@ -221,8 +221,8 @@ def test_cli_card_push(hub, tmp_path: Path) -> None:
 
     model = trained()
     model.save_pretrained(tmp_path / "adapter")
-    report = kept_report(None, model).save(tmp_path / "r.json")
+    report = report_of(None, model).save(tmp_path / "r.json")
     assert main(["card", "--report", str(report), "--adapter", str(tmp_path / "adapter"), "--push", REPO]) == 0
     assert set(hub.repos[REPO]) == EXPECTED_FILES
     card = ModelCard.load(REPO)
-    assert card.data.plasticity["trained_modules"] and f'"{REPO}"' in card.text
+    assert card.data.plasticity["trained"]["modules"] and f'"{REPO}"' in card.text

@@ -89,15 +89,43 @@ def test_markdown_table(report: PlasticityReport) -> None:
     assert f"radius r = {report.radius:.4g}" in md and f"token spread = {report.token_spread:.4g}" in md
 
 
-def test_plot_writes_both_views(report: PlasticityReport, tmp_path: Path) -> None:
+def test_plot_writes_every_view(report: PlasticityReport, tmp_path: Path) -> None:
     fig = report.plot(tmp_path / "fig.png")
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    dist, depth = fig.axes
+    dist, depth, fraction = fig.axes[:3]
     assert [t.get_text() for t in dist.get_xticklabels()] == report.ranking()
-    labels = [line.get_label() for line in depth.get_lines()]
-    assert labels == [x for c in report.ranking() for x in (c, f"{c} bound")]  # each curve beside its bound
-    assert depth.get_yscale() == "log"
+    assert [line.get_label() for line in depth.get_lines()] == report.ranking()  # rates alone: bounds elsewhere
+    assert [line.get_label() for line in fraction.get_lines()] == [*report.ranking(), "bound"]
+    assert fraction.get_yscale() == "log"
+    for line in fraction.get_lines()[:-1]:  # each rate as a fraction of its own bound, layer by layer
+        c = report.components.index(line.get_label())
+        np.testing.assert_allclose(line.get_ydata(), report.mean[:, c] / report.bounds[:, c], rtol=1e-6)
+    assert list(fraction.get_lines()[-1].get_ydata()) == [1.0, 1.0]  # the bound itself
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_plot_depth_axis_fits_the_rates_not_the_bounds(report: PlasticityReport) -> None:
+    """Attention's bound sits decades above the rates; the depth panel's range is the rates' own."""
+    depth = report.plot().axes[1]
+    low, high = depth.get_ylim()
+    finite = report.mean[np.isfinite(report.mean)]
+    assert high < 2 * finite.max() + np.nanmax(report.ci95) and low <= finite.min()
+
+
+def test_plot_without_bounds_has_two_views(report: PlasticityReport) -> None:
+    no_bounds = PlasticityReport.from_dict({k: v for k, v in report.to_dict().items() if k != "bounds"})
+    assert len(no_bounds.plot().axes) == 2
+
+
+def test_ranking_table_marks_trained_components(report: PlasticityReport) -> None:
+    from hf_plasticity.report.tables import ranking_rows, ranking_table
+
+    lines = ranking_table(ranking_rows(report), trained={report.ranking()[-1]}).splitlines()
+    assert lines[0].endswith("| trained |")
+    ticked = [line.split(" | ")[1] for line in lines[2:] if line.endswith("| ✓ |")]
+    assert ticked == [report.ranking()[-1]]
+    own = report.to_markdown().splitlines()[2 : 2 + len(report.components)]
+    assert own == [line.rsplit(" |", 2)[0] + " |" for line in lines[2:]]  # the report's own rows, plus the mark
 
 
 def test_plot_without_rates_shows_means(report: PlasticityReport, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -15,7 +16,13 @@ from transformers import TrainingArguments
 
 from hf_plasticity import InvalidInputError, PlasticityConfig
 from hf_plasticity.cli import main
-from hf_plasticity.integrations.training import FinetuneResult, accuracy_metrics, finetune, parse_rule
+from hf_plasticity.integrations.training import (
+    FinetuneResult,
+    accuracy_metrics,
+    finetune,
+    finetune_reference,
+    parse_rule,
+)
 
 from .conftest import IMAGE_SIZE, TINY_MODELS, pixels
 
@@ -173,3 +180,36 @@ def test_cli_finetune_requires_output_dir(capsys: pytest.CaptureFixture) -> None
         main(["finetune", "--model", "bundled"])
     assert exc.value.code == 2
     assert "--output-dir is required" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ reference data
+@pytest.mark.parametrize(
+    "name, model, expected",
+    [
+        ("auto", "bundled", "fashion-mnist"),  # the bundled model's pretraining data, as the demo pairs it
+        ("auto", "someone/vit", None),  # no known pretraining data: pairs within --data
+        ("none", "bundled", None),
+        (None, "bundled", None),
+        ("fashion-mnist-sample", "someone/vit", "fashion-mnist-sample"),
+    ],
+    ids=["auto-bundled", "auto-other", "none", "None", "named"],
+)
+def test_finetune_reference(name: str | None, model: str, expected: str | None) -> None:
+    data, label = finetune_reference(name, model)
+    if expected is None:
+        assert data is None and label is None
+    else:
+        assert label.startswith(expected) and len(data) > 0 and "image" in data.column_names
+
+
+def test_finetune_of_the_bundled_model_says_where_its_pairs_came_from(tmp_path: Path, capsys) -> None:
+    """`hf-plasticity finetune` on the defaults: reference pairs like the demo, said in the summary and the card."""
+    argv = ["finetune", "--output-dir", str(tmp_path), "--max_steps", "1", "--num_pairs", "16"]
+    assert main([*argv, "--eval_fraction", "0.05", "--eval_strategy", "no", "--per_device_train_batch_size", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "measured on 16 pairs of images, x from the reference data, fashion-mnist" in printed
+    assert "y from the downstream data, digits" in printed and "by the " in printed
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert "x from the reference data, fashion-mnist" in card and "y from the downstream data, digits" in card
+    assert "`hf-plasticity/vit-fashion-mnist`" in card  # the bundled model by its id, not its install path
+    assert not re.search(r"(?:^|[\s`'\"(=:])/(?:[\w.~-]+/)+", card, re.MULTILINE)

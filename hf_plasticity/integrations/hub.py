@@ -10,16 +10,19 @@ and the local files are never changed by a push.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PlasticityError
-from .cards import CARD_NAME, build_model_card, merge_model_card, write_model_card
+from .cards import CARD_NAME, FIGURE_NAME, REPORT_NAME, build_model_card, merge_model_card, write_model_card
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
+
+    from ..report.report import PlasticityReport
 
 
 class HubPushError(PlasticityError, RuntimeError):
@@ -100,6 +103,39 @@ def push_to_hub(
             raise
         except Exception as exc:
             raise _push_error(exc, repo_id, where) from exc
+
+
+def push_card_files(
+    card: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    adapter: str | os.PathLike[str] | None = None,
+    report: PlasticityReport | None = None,
+    figure: str | os.PathLike[str] | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> CommitInfo:
+    """Push a written card as it is, with the adapter folder, the report and the figure beside it, in one commit.
+
+    What ``hf-plasticity card --push`` uploads: the files are staged in a temporary folder (the adapter
+    copied, the report saved, the figure copied), so nothing local changes and the card on the Hub is the
+    one just written, merged README included.
+    """
+    text = Path(card).read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as staging:
+        stage = Path(staging)
+        if adapter is not None:
+            shutil.copytree(adapter, stage, dirs_exist_ok=True)
+        if report is not None:
+            report.save(stage / REPORT_NAME)
+        if figure is not None and Path(figure).is_file():
+            shutil.copy2(figure, stage / FIGURE_NAME)
+        (stage / CARD_NAME).write_text(text, encoding="utf-8")
+        return push_to_hub(
+            stage, repo_id, private=private, revision=revision, token=token, endpoint=endpoint, card=text
+        )
 
 
 def _folder_card(folder: Path, repo_id: str, metrics: Any) -> str | None:

@@ -38,7 +38,12 @@ class FinetuneArguments:
         default="digits", metadata={"help": "Downstream data: a bundled name, a local folder or a Hub id."}
     )
     reference: str | None = field(
-        default=None, metadata={"help": "Pretraining-like data for the pairs' x (default: pairs within --data)."}
+        default="auto",
+        metadata={
+            "help": "Pretraining-like data for the pairs' x: a data set name, 'none' (pairs drawn within --data), "
+            "or 'auto' (default): the bundled model's pretraining data (Fashion-MNIST, as in `hf-plasticity demo`) "
+            "for --model bundled, else none."
+        },
     )
     split: str | None = field(default=None, metadata={"help": "Split of --data for Hub or saved data sets."})
     rule: str = field(
@@ -214,7 +219,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments, prog
         raise InvalidInputError(f"eval_fraction={args.eval_fraction} must be between 0 and 1 (e.g. 0.2)")
     rule = parse_rule(args.rule)
     data = load_named_dataset(args.data, split=args.split)
-    reference = None if args.reference is None else load_named_dataset(args.reference)
+    reference, reference_name = finetune_reference(args.reference, args.model)
     if "label" not in data.column_names:
         raise InvalidInputError(f"the data set {args.data!r} has no 'label' column to finetune on")
     names = list(getattr(data.features["label"], "names", None) or sorted(set(data["label"])))
@@ -241,7 +246,7 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments, prog
         seed=training_args.seed,
         progress=progress,
         data_name=args.data,
-        reference_name=args.reference,
+        reference_name=reference_name,
     )
     if args.model == BUNDLED:
         report.model["model_id"] = BUNDLED_MODEL_ID
@@ -267,6 +272,22 @@ def run_finetune(args: FinetuneArguments, training_args: TrainingArguments, prog
     if args.watch_every and is_main:
         result.files["series"] = out / "plasticity_series.json"
     return result
+
+
+def finetune_reference(name: str | None, model: str) -> tuple[Any, str | None]:
+    """The reference data (and its name) of a finetune's measurement: ``None`` pairs within the downstream data.
+
+    ``"auto"`` gives the bundled model its pretraining data, so ``hf-plasticity finetune`` and the demo
+    measure the same pairing; any other model has no known pretraining data, so its pairs stay within.
+    """
+    from ..data.loaders import load_named_dataset
+    from ..models import BUNDLED, pretraining_reference
+
+    if name is None or name.strip().lower() == "none":
+        return None, None
+    if name.strip().lower() == "auto":
+        return pretraining_reference() if model == BUNDLED else (None, None)
+    return load_named_dataset(name), name
 
 
 def new_head(model: nn.Module) -> None:

@@ -1,7 +1,9 @@
 """Figures of a :class:`~hf_plasticity.report.report.PlasticityReport`: what people would rather look at than tables.
 
-Two panels, as in the paper: the distribution of rates per component type, and plasticity against depth
-with each component's theoretical upper bound drawn beside it (dashed, same colour, log scale).
+The distribution of rates per component type, and plasticity against depth, as in the paper. With
+theoretical bounds, a third panel shows each rate as a fraction of its own bound (log scale, 1 = the bound):
+the bounds sit decades above the rates (attention's ~1e4 against rates ~1), so on one axis with the rates
+they would squash every measured curve into the bottom of the plot.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ def plot_report(
     suffix = None if path is None else figure_format(path)  # fail before drawing, not after
     if path is not None:
         check_output_path(path)
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
-    ax_dist, ax_depth = fig.subplots(1, 2)
+    bounds = report.bounds
+    has_bounds = bounds is not None and bool(np.isfinite(bounds).any())
+    fig = Figure(figsize=(16, 4.4) if has_bounds else (12, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3 if has_bounds else 2)
+    ax_dist, ax_depth = axes[0], axes[1]
     order = report.ranking()
-    colors = {c: f"C{COMPONENTS.index(c)}" for c in order}  # one colour per component, in both views
+    colors = {c: f"C{COMPONENTS.index(c)}" for c in order}  # one colour per component, in every view
     if report.rates is not None and len(report.rates):
         samples = []
         for comp in order:
@@ -57,25 +62,42 @@ def plot_report(
     ax_dist.set_ylabel("||f(x) - f(y)|| / ||x - y||")
     depth = np.arange(report.num_layers)
     mean, ci = report.mean, np.nan_to_num(report.ci95)
-    bounds = report.bounds
     for comp in order:
         c = report.components.index(comp)
         ax_depth.plot(depth, mean[:, c], marker="o", ms=3, label=comp, color=colors[comp])
         ax_depth.fill_between(depth, mean[:, c] - ci[:, c], mean[:, c] + ci[:, c], alpha=0.25, color=colors[comp])
-        if bounds is not None and np.isfinite(bounds[:, c]).any():
-            ax_depth.plot(depth, bounds[:, c], ls="--", lw=1, color=colors[comp], label=f"{comp} bound")
     ax_depth.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_depth.set_xlabel("layer")
-    ax_depth.set_ylabel("plasticity (solid) and upper bound (dashed)" if bounds is not None else "plasticity")
+    ax_depth.set_ylabel("plasticity")
     ax_depth.set_title("Plasticity against depth (95% CI)")
-    ax_depth.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     finite = mean[np.isfinite(mean) & (mean > 0)]
-    if bounds is not None or (finite.size and finite.max() / finite.min() > 30):  # decades apart
+    if finite.size and finite.max() / finite.min() > 30:  # decades apart: the small ones stay visible
         ax_depth.set_yscale("log")
-        if finite.size and finite.max() / finite.min() > 30:
-            ax_dist.set_yscale("log")
-    name = report.model.get("model_id") or report.model.get("architecture", "model")
+        ax_dist.set_yscale("log")
+    legend_ax = ax_depth
+    if has_bounds:
+        ax_frac = axes[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fraction = np.where(bounds > 0, mean / bounds, np.nan)
+        for comp in order:
+            c = report.components.index(comp)
+            if np.isfinite(fraction[:, c]).any():
+                ax_frac.plot(depth, fraction[:, c], marker="o", ms=3, color=colors[comp], label=comp)
+        ax_frac.axhline(1.0, color="black", ls="--", lw=1, label="bound")
+        ax_frac.set_yscale("log")
+        ax_frac.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_frac.set_xlabel("layer")
+        ax_frac.set_ylabel("plasticity / theoretical upper bound")
+        ax_frac.set_title("Plasticity as a fraction of its bound (above 1: bound exceeded)")
+        legend_ax = ax_frac
+    legend_ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    name = _public_model_name(report.model.get("model_id") or report.model.get("architecture", "model"))
     fig.suptitle(title or f"{name} — {report.protocol} protocol, {report.num_pairs} pairs")
     if path is not None:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120))
     return fig
+
+
+def _public_model_name(name: str) -> str:
+    """A local checkpoint's folder name instead of its path: figures go on model cards read elsewhere."""
+    return os.path.basename(name.rstrip("/\\")) or name if os.path.isabs(name) else name
