@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from hf_plasticity.reproduce.command import add_arguments, run_from_args
+
+COMMITTED_RUN = Path("benchmarks/results/reproduce")  # run from the repository root, as the README does
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
+    add_arguments(parser, default_output=COMMITTED_RUN)
     args = parser.parse_args(argv)
     return run_from_args(args, ["python", "examples/reproduce_paper.py"])
 

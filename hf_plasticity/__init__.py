@@ -1,26 +1,37 @@
-"""hf_plasticity: which transformer components should you finetune? Measure their plasticity."""
+"""hf_plasticity: which transformer components should you finetune? Measure their plasticity.
+
+Importing the package is cheap: the names below load their modules (and torch, transformers, peft) on first
+use (PEP 562), so ``hf-plasticity --help`` and ``import hf_plasticity`` cost milliseconds, not seconds.
+The ``PLASTICITY`` PEFT method is still registered, and the card hooks on ``PeftModel`` still installed,
+before anyone can use PEFT: at once when ``peft`` is already imported, otherwise the moment it is (a
+post-import hook on ``peft``), so ``import hf_plasticity`` followed by ``PeftModel.from_pretrained`` works as
+it always did.
+"""
 
 from __future__ import annotations
 
-from .components import (
-    COMPONENTS,
-    THEORETICAL_RANKING,
-    ComponentMap,
-    ComponentSpec,
-    get_component_map,
-    rank_components,
-    register_component_map,
-    registered_model_types,
-    resolve_components,
-)
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
+    AdapterCombinationError,
     AdapterLoadError,
+    ComponentMapError,
     EmptyDataError,
+    ExportError,
+    HubAuthError,
+    HubPushError,
     HubUnreachableError,
+    IncompatibleReportsError,
     InPlaceAdapterError,
     InvalidInputError,
     LegacyReportWarning,
     MissingDataError,
+    MissingExtraError,
     ModelCardError,
     NonFiniteError,
     NotEnoughPairsError,
@@ -33,23 +44,162 @@ from .errors import (
     UnknownComponentError,
     UnsupportedModelError,
 )
-from .integrations.cards import attach_report, build_model_card, write_model_card
-from .integrations.export import ExportError, export_lora, export_merged
-from .integrations.hub import HubAuthError, HubPushError, push_to_hub
-from .integrations.peft_hooks import install_peft_hooks
-from .measure import measure_plasticity
-from .report import ComponentStat, PlasticityReport
-from .tuner import PlasticityConfig, PlasticityModel, load_adapter, plasticity_lora_config, select_modules
 from .version import __version__
 
-# save_pretrained/push_to_hub of a plasticity PEFT model write and upload our card
-install_peft_hooks()
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ below loads these on first use
+    from .components import (
+        COMPONENTS,
+        THEORETICAL_RANKING,
+        AttentionSpec,
+        ComponentMap,
+        ComponentSpec,
+        LinearSpec,
+        NormSpec,
+        get_component_map,
+        rank_components,
+        register_component_map,
+        registered_model_types,
+        resolve_components,
+    )
+    from .integrations.cards import attach_report, build_model_card, write_model_card
+    from .integrations.export import export_lora, export_merged
+    from .integrations.hub import push_to_hub
+    from .integrations.peft_hooks import install_peft_hooks as install_peft_hooks
+    from .measure import measure_plasticity
+    from .report import ComponentStat, PlasticityReport
+    from .tuner import PlasticityConfig, PlasticityModel, load_adapter, plasticity_lora_config, select_modules
+
+# public name -> the module (relative to this package) that defines it
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "COMPONENTS",
+            "THEORETICAL_RANKING",
+            "AttentionSpec",
+            "ComponentMap",
+            "ComponentSpec",
+            "LinearSpec",
+            "NormSpec",
+            "get_component_map",
+            "rank_components",
+            "register_component_map",
+            "registered_model_types",
+            "resolve_components",
+        ],
+        "components",
+    ),
+    **dict.fromkeys(["attach_report", "build_model_card", "write_model_card"], "integrations.cards"),
+    **dict.fromkeys(["export_lora", "export_merged"], "integrations.export"),
+    "push_to_hub": "integrations.hub",
+    "install_peft_hooks": "integrations.peft_hooks",
+    "measure_plasticity": "measure",
+    **dict.fromkeys(["ComponentStat", "PlasticityReport"], "report"),
+    **dict.fromkeys(
+        ["PlasticityConfig", "PlasticityModel", "load_adapter", "plasticity_lora_config", "select_modules"], "tuner"
+    ),
+}
+_SUBMODULES = (
+    "cli",
+    "components",
+    "data",
+    "errors",
+    "integrations",
+    "io",
+    "lookup",
+    "measure",
+    "models",
+    "report",
+    "reproduce",
+    "stats",
+    "tuner",
+    "version",
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name's module on first access (PEP 562); PEFT-facing names also install the card hooks."""
+    if name in _LAZY:
+        module = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        if module.startswith(("tuner", "integrations")):
+            _connect_to_peft()
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
+
+
+def _connect_to_peft() -> None:
+    """Install the card hooks and register the method; PEFT must be imported (this imports it otherwise).
+
+    While ``hf_plasticity.tuner`` is itself being imported (its import is what imported PEFT), registering is
+    left to it: it registers as its last step.
+    """
+    from .integrations.peft_hooks import install_peft_hooks as install_peft_hooks
+
+    install_peft_hooks()
+    if "hf_plasticity.tuner" not in sys.modules:
+        importlib.import_module(".tuner", __name__)  # registers PLASTICITY with PEFT
+
+
+class _PeftImportHook(importlib.abc.MetaPathFinder):
+    """Runs :func:`_connect_to_peft` right after ``peft`` finishes importing, whoever imports it."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: ModuleType | None = None) -> Any:
+        if fullname != "peft":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if isinstance(spec.loader, importlib.abc.Loader):
+                    spec.loader = _ThenConnect(spec.loader)
+                return spec
+        return None
+
+
+class _ThenConnect(importlib.abc.Loader):
+    """``peft``'s own loader, followed by :func:`_connect_to_peft` once the module has executed."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        _remove_peft_hook()
+        _connect_to_peft()
+
+    def __getattr__(self, name: str) -> Any:  # resource readers and the like: the original loader's
+        return getattr(self.loader, name)
+
+
+def _remove_peft_hook() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != _PeftImportHook.__name__]
+
+
+if "peft" in sys.modules:
+    _connect_to_peft()
+else:
+    _remove_peft_hook()  # one hook, however often this module is imported or reloaded
+    sys.meta_path.insert(0, _PeftImportHook())
 
 __all__ = [
     "COMPONENTS",
     "THEORETICAL_RANKING",
+    "AdapterCombinationError",
     "AdapterLoadError",
+    "AttentionSpec",
     "ComponentMap",
+    "ComponentMapError",
     "ComponentSpec",
     "ComponentStat",
     "EmptyDataError",
@@ -58,11 +208,15 @@ __all__ = [
     "HubPushError",
     "HubUnreachableError",
     "InPlaceAdapterError",
+    "IncompatibleReportsError",
     "InvalidInputError",
     "LegacyReportWarning",
+    "LinearSpec",
     "MissingDataError",
+    "MissingExtraError",
     "ModelCardError",
     "NonFiniteError",
+    "NormSpec",
     "NotEnoughPairsError",
     "OutputPathError",
     "OverlappingPairsError",

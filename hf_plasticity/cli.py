@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -11,9 +12,11 @@ from typing import TYPE_CHECKING
 
 from .components import COMPONENTS, THEORETICAL_RANKING, registered_model_types, validate_components
 from .errors import PlasticityError
-from .io import check_output_paths, figure_format
+from .io import add_output_dir_argument, check_output_paths, figure_format
 
 if TYPE_CHECKING:
+    from transformers import HfArgumentParser
+
     from .report.report import PlasticityReport
 
 
@@ -51,11 +54,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_PATH",
         help="image processor (Hub id or folder with preprocessor_config.json) for a checkpoint that ships none",
     )
+    m.add_argument(
+        "--tokenizer",
+        metavar="NAME_OR_PATH",
+        help="text models: tokenizer (Hub id or folder) when the model folder has none (default: the model's own)",
+    )
+    m.add_argument(
+        "--seq-len",
+        type=int,
+        help="text models: tokens per window cut from the text (default: 128, at most what the model takes)",
+    )
+    m.add_argument("--text-column", help="text models: the data sets' text column, when they have several")
     _measure_options(m)
     m.set_defaults(run=_run_measure)
 
     d = sub.add_parser("demo", help="measure the bundled ViT: Fashion-MNIST as reference, digits as downstream")
-    d.add_argument("--out-dir", type=Path, default=Path("plasticity-demo"), help="where to write report and figure")
+    add_output_dir_argument(d, Path("plasticity-demo"), "where to write report.json and plasticity.png")
     _measure_options(d)
     d.set_defaults(run=_run_demo)
 
@@ -89,7 +103,7 @@ def _run_measure(args: argparse.Namespace) -> int:
     from .data.loaders import load_named_dataset
 
     validate_components(args.components)  # fail before anything is loaded
-    inputs = [args.model, args.data, args.reference, args.image_processor]
+    inputs = [args.model, args.data, args.reference, args.image_processor, args.tokenizer]
     check_output_paths({"--out": args.out, "--plot": args.plot}, inputs=inputs)
     if args.plot is not None:
         figure_format(args.plot, "--plot")
@@ -104,7 +118,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .models import BUNDLED, pretraining_reference
 
     reference, ref_name = pretraining_reference()
-    out = args.out_dir
+    out = args.output_dir
     check_output_paths({"report": out / "report.json", "figure": out / "plasticity.png"})
     print(f"Bundled ViT (pretrained on Fashion-MNIST); reference: {ref_name}; downstream: scikit-learn digits")
     report = _measure_and_print(
@@ -136,12 +150,14 @@ def _measure_and_print(
     import torch
 
     from .measure.estimator import measure_plasticity
-    from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model
+    from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model, load_tokenizer
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     processor_name = getattr(args, "image_processor", None)
     if processor_name is not None:  # named by the user: a bad name fails before the model loads
         processor = load_image_processor(processor_name, required=True)
+    tokenizer_name = getattr(args, "tokenizer", None)
+    tokenizer = None if tokenizer_name is None else load_tokenizer(tokenizer_name, required=True)
     model = load_model(model_name)
     if processor_name is None:
         processor = load_image_processor(model_name)
@@ -156,6 +172,9 @@ def _measure_and_print(
         components=args.components,
         device=device,
         image_processor=processor,
+        tokenizer=tokenizer,
+        seq_len=getattr(args, "seq_len", None),
+        text_column=getattr(args, "text_column", None),
         seed=args.seed,
         progress=not args.no_progress,
         data_name=data_name,
@@ -192,10 +211,16 @@ def _run_show(args: argparse.Namespace) -> int:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from .components import COMPONENT_DESCRIPTIONS
+    from .components import COMPONENT_DESCRIPTIONS, registered_maps
     from .data.loaders import available_datasets
 
     print("model types: " + ", ".join(registered_model_types()))
+    print("families (module paths relative to a block):")
+    for cmap in registered_maps():
+        blocks = ".".join(p for p in (cmap.tower, cmap.layers) if p)
+        print(f"  {cmap.family} [{', '.join(cmap.model_types)}]: blocks {blocks}.{{i}}, input {cmap.inputs}")
+        for comp, text in cmap.module_table():
+            print(f"    {comp:<10} {text}")
     print("components:")
     for name in COMPONENTS:
         print(f"  {name:<10} {COMPONENT_DESCRIPTIONS[name]}")
@@ -215,7 +240,10 @@ def _add_card_command(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--report", type=Path, help="a report written by `hf-plasticity measure`")
     c.add_argument("--adapter", type=Path, help="a saved plasticity adapter folder (save_pretrained output)")
     c.add_argument("--metrics", type=Path, help="JSON of evaluation results, e.g. the Trainer's eval_results.json")
-    c.add_argument("--out", type=Path, help="where to write the card (default: the adapter's README.md)")
+    c.add_argument("--out", type=Path, help="where to write the card file (default: the adapter's README.md)")
+    add_output_dir_argument(
+        c, None, "write README.md, plasticity.png and plasticity_report.json to this folder (instead of --out)"
+    )
     c.add_argument("--base-model", help="Hub id of the base model (default: from the adapter or the report)")
     c.add_argument("--dataset", action="append", dest="datasets", help="Hub id of a data set used (repeatable)")
     c.add_argument("--push", metavar="REPO", help="also push the adapter, report, figure and card to this Hub repo")
@@ -237,16 +265,23 @@ def _run_card(args: argparse.Namespace) -> int:
         )
     if args.report is None and args.adapter is None:
         raise InvalidInputError("pass --report, --adapter or both")
-    out = args.out or (args.adapter / "README.md" if args.adapter else None)
+    if args.out is not None and args.output_dir is not None:
+        raise InvalidInputError(
+            "pass --out (the card file) or --output-dir (a folder for card, figure, report), not both"
+        )
+    if args.output_dir is not None:
+        out = args.output_dir / "README.md"
+    else:
+        out = args.out or (args.adapter / "README.md" if args.adapter else None)
     if out is None:
-        raise InvalidInputError("pass --out (where to write the card) when there is no --adapter")
+        raise InvalidInputError("pass --output-dir (or --out, the card file) when there is no --adapter")
     report = PlasticityReport.load(args.report) if args.report else None
     options = {"metrics": args.metrics, "base_model": args.base_model, "datasets": args.datasets}
     card = build_model_card(args.adapter or report, report=report, repo_id=args.push, **options)
     folder = out.parent
     if report is not None:
         report.plot(folder / FIGURE_NAME)
-        if args.adapter is not None and folder.resolve() == args.adapter.resolve():
+        if args.output_dir is not None or (args.adapter is not None and folder.resolve() == args.adapter.resolve()):
             report.save(folder / REPORT_NAME)
     write_model_card(card, out)
     print(f"wrote {out}")
@@ -293,14 +328,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     f.set_defaults(run=_run_finetune)
 
 
-def finetune_parser() -> argparse.ArgumentParser:
+def finetune_parser() -> HfArgumentParser:
     """``HfArgumentParser`` of ``FinetuneArguments`` and ``TrainingArguments``, with this command's defaults."""
     from transformers import HfArgumentParser, TrainingArguments
 
     from .integrations.training import FinetuneArguments
 
     parser = HfArgumentParser(
-        (FinetuneArguments, TrainingArguments),
+        (FinetuneArguments, TrainingArguments),  # type: ignore[arg-type]
         prog="hf-plasticity finetune",
         description="Measure plasticity, select the most plastic components, train them with transformers.Trainer, "
         "evaluate, and write the adapter, the report and the metrics to --output-dir. Without other options: the "
@@ -311,15 +346,18 @@ def finetune_parser() -> argparse.ArgumentParser:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from .integrations.training import run_finetune
-
-    options = list(args.options)
-    parser = finetune_parser()
+    # the old spelling --out-dir is an alias of --output-dir, as on every command that writes a folder
+    options = [re.sub(r"^--out-dir(?==|$)", "--output-dir", o) for o in args.options]
     if not any(o.split("=")[0] in ("--output_dir", "--output-dir") for o in options) and not {"-h", "--help"} & set(
         options
-    ):
-        parser.error("--output-dir is required (where the adapter, report and metrics go)")
+    ):  # answered before transformers is imported
+        argparse.ArgumentParser(prog="hf-plasticity finetune").error(
+            "--output-dir is required (where the adapter, report and metrics go)"
+        )
+    parser = finetune_parser()
     ft_args, training_args = parser.parse_args_into_dataclasses(options)
+    from .integrations.training import run_finetune
+
     result = run_finetune(ft_args, training_args)
     if training_args.process_index == 0:
         from .integrations.cards.metadata import choice
@@ -351,7 +389,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         help="reproduce the paper's component-wise finetuning on real data with the bundled ViT",
         description="Measure the bundled ViT's plasticity on each downstream task, finetune every component type "
         "alone, full finetuning, linear probing, LoRA and the package's selections, and write the results table, "
-        "Spearman and Wilcoxon statistics and a figure.",
+        "Spearman and Wilcoxon statistics and a figure. Needs the reproduce extra: "
+        "pip install 'hf-plasticity[reproduce]'.",
     )
     add_arguments(r)
     r.set_defaults(run=_run_reproduce)

@@ -73,3 +73,31 @@ class OverlappingPairsError(PlasticityError, ValueError):
 
 class ModelCardError(PlasticityError, ValueError):
     """A card cannot be built or merged (no plasticity information, or an unreadable existing README)."""
+
+
+class ExportError(PlasticityError, ValueError):
+    """A model that cannot be exported the way asked (e.g. LoRA export of a mode-full adapter)."""
+
+
+class HubPushError(PlasticityError, RuntimeError):
+    """A push did not happen: the Hub refused it, failed, or could not be reached. Nothing was committed."""
+
+
+class HubAuthError(HubPushError, PermissionError):
+    """No token, or a token the Hub refuses (401/403)."""
+
+
+class IncompatibleReportsError(PlasticityError, ValueError):
+    """Two reports to merge measured different models, protocols or component sets: their rates do not add up."""
+
+
+class ComponentMapError(PlasticityError, ValueError):
+    """A component map that is incomplete, or registered over another one for the same ``model_type``."""
+
+
+class AdapterCombinationError(PlasticityError, ValueError):
+    """Several plasticity adapters merged or run together, though each replaces the same modules whole."""
+
+
+class MissingExtraError(PlasticityError, ImportError):
+    """A feature whose optional dependencies are not installed; the message names the ``pip install`` extra."""

@@ -6,10 +6,13 @@ A crash or a bad path never leaves a user's file half-written or lost, and an un
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from .errors import OutputPathError
 
@@ -42,7 +45,10 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    return atomic_write(path, write)
 
 
 def check_output_path(path: PathLike, label: str = "path") -> Path:
@@ -124,3 +130,38 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def jsonable(value: Any, *, digits: int | None = None) -> Any:
+    """A strict-JSON (and YAML) copy: numpy and torch values as plain numbers and lists, NaN and infinities as null.
+
+    The one sanitiser for everything this package writes as JSON (reports, metrics, results, card metadata).
+    Mappings get string keys, tuples and sets become lists, named tuples dicts, anything else its ``str``.
+    ``digits`` rounds floats to that many significant digits (stable card metadata).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, digits=digits) for k, v in value.items()}
+    if hasattr(value, "_asdict"):
+        return jsonable(value._asdict(), digits=digits)
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v, digits=digits) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return jsonable(value.tolist(), digits=digits)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return float(f"{value:.{digits}g}") if digits else value
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def add_output_dir_argument(parser: argparse.ArgumentParser, default: Path | None, what: str) -> None:
+    """``--output-dir`` (the Hugging Face spelling), with ``--out-dir`` and ``--output_dir`` as hidden aliases.
+
+    Every command that writes a folder takes this one flag; single files keep ``--out``/``--plot``.
+    """
+    shown = f"{what} (default: {default})" if default is not None else what
+    parser.add_argument("--output-dir", dest="output_dir", type=Path, default=default, help=shown)
+    for alias in ("--out-dir", "--output_dir"):
+        parser.add_argument(alias, dest="output_dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -46,13 +46,28 @@ def resolve_model_name(name_or_path: str) -> str:
     return str(bundled_model_path()) if name_or_path == BUNDLED else name_or_path
 
 
-def load_model(name_or_path: str, **kwargs: Any) -> Any:
-    """Load an image model by Hub id or local directory (``"bundled"`` for the bundled ViT).
+TASK_AUTO_CLASSES: dict[str, str] = {
+    "IMAGE_CLS": "AutoModelForImageClassification",
+    "SEQ_CLS": "AutoModelForSequenceClassification",
+    "CAUSAL_LM": "AutoModelForCausalLM",
+}
+"""The transformers auto class that loads a model for each task type (PEFT's names; images have none in PEFT)."""
 
-    Task models (``AutoModelForImageClassification``) are tried first so heads are kept; encoders
-    without a classification head fall back to ``AutoModel``.
+
+def load_model(name_or_path: str, task: str | None = None, **kwargs: Any) -> Any:
+    """Load a model by Hub id or local directory (``"bundled"`` for the bundled ViT).
+
+    ``task`` (a key of :data:`TASK_AUTO_CLASSES`) loads that task's model, head included. Without it,
+    image-classification models are tried first so heads are kept, then the class a local folder's
+    ``config.json`` names (``architectures``: a causal LM or a text classifier keeps its head), then
+    ``AutoModel`` (encoders).
     """
+    import transformers
     from transformers import AutoModel, AutoModelForImageClassification
+
+    if task is not None and task not in TASK_AUTO_CLASSES:
+        raise InvalidInputError(f"unknown task {task!r}; choose one of {sorted(TASK_AUTO_CLASSES)}")
+    autos = [getattr(transformers, TASK_AUTO_CLASSES[task])] if task else [AutoModelForImageClassification, AutoModel]
 
     name = resolve_model_name(name_or_path)
     local = Path(name).expanduser()
@@ -67,8 +82,10 @@ def load_model(name_or_path: str, **kwargs: Any) -> Any:
             f"{name!r} is a folder without config.json, so not a transformers checkpoint; pass the folder "
             "written by model.save_pretrained(...)"
         )
+    if task is None and local.is_dir():  # a text model keeps the head it was saved with (e.g. its LM head)
+        autos.insert(1, _saved_architecture(local))
     errors = []
-    for auto in (AutoModelForImageClassification, AutoModel):
+    for auto in filter(None, autos):
         try:
             return auto.from_pretrained(str(local) if local.exists() else name, **kwargs)
         except (OSError, ValueError, KeyError) as exc:
@@ -77,6 +94,20 @@ def load_model(name_or_path: str, **kwargs: Any) -> Any:
         f"could not load a model from {name_or_path!r} (a local folder with config.json and weights, or a "
         "Hub id reachable from here):\n  " + "\n  ".join(errors)
     )
+
+
+def _saved_architecture(folder: Path) -> Any:
+    """The transformers class named first in a checkpoint's ``config.json`` ``architectures``, or None."""
+    import json
+
+    import transformers
+
+    try:
+        names = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    cls = getattr(transformers, str(names[0]), None) if names else None
+    return cls if isinstance(cls, type) and hasattr(cls, "from_pretrained") else None
 
 
 def load_image_processor(name_or_path: str, required: bool = False) -> Any:
@@ -102,5 +133,36 @@ def load_image_processor(name_or_path: str, required: bool = False) -> Any:
             raise InvalidInputError(
                 f"could not load an image processor from {name_or_path!r} ({exc}); pass a folder holding "
                 "preprocessor_config.json, or the Hub id of a model whose preprocessing matches yours"
+            ) from exc
+        return None
+
+
+def load_tokenizer(name_or_path: str, required: bool = False) -> Any:
+    """The tokenizer saved with a model (a local folder or a Hub id in the cache), or None when it has none.
+
+    ``required``: the user named this tokenizer explicitly (``--tokenizer``), so failing to load it is an
+    error rather than a quiet None.
+    """
+    from transformers import AutoTokenizer
+
+    name = resolve_model_name(name_or_path)
+    local = Path(name).expanduser()
+    kwargs: dict[str, Any] = {}
+    if not local.exists():
+        if name.startswith((".", "/", "~")):
+            if required:
+                raise MissingDataError(f"no tokenizer folder at {name!r}; pass a folder with tokenizer files")
+            return None
+        if required:
+            reject_local_typo(name, [BUNDLED], "tokenizer")
+        if not check_hub(name, "model"):
+            kwargs["local_files_only"] = True
+    try:
+        return AutoTokenizer.from_pretrained(str(local) if local.exists() else name, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if required:
+            raise InvalidInputError(
+                f"could not load a tokenizer from {name_or_path!r} ({exc}); pass a folder holding tokenizer.json "
+                "or tokenizer_config.json (tokenizer.save_pretrained(folder)), or the model's Hub id"
             ) from exc
         return None

@@ -44,7 +44,8 @@ class RateStats:
         self.excluded += batch[3]
         self.batch_sums.append(batch)
         if self.keep_rates:
-            self.batch_rates.append(torch.where(valid, rates, torch.full_like(rates, float("nan"))).float())
+            kept = torch.where(valid, rates, torch.full_like(rates, float("nan")))
+            self.batch_rates.append(kept if kept.dtype == torch.float64 else kept.float())
 
     def merge(self, other: RateStats) -> RateStats:
         """The statistics of both shards together (rates concatenated when both kept them)."""
@@ -98,6 +99,7 @@ class TokenStats:
     images: torch.Tensor
     radius_sum: torch.Tensor
     spread_sum: torch.Tensor
+    rms_sum: torch.Tensor
     seq_len: int = 0
 
     @classmethod
@@ -105,7 +107,7 @@ class TokenStats:
         def z() -> torch.Tensor:
             return torch.zeros((), dtype=torch.float64, device=device)
 
-        return cls(z(), z(), z())
+        return cls(z(), z(), z(), z())
 
     def update(self, tokens: torch.Tensor) -> None:
         """Add the embedding outputs (images, tokens, width) of one batch."""
@@ -113,6 +115,7 @@ class TokenStats:
         self.images += t.shape[0]
         self.radius_sum += t.square().sum(-1).mean(-1).sqrt().sum().double()
         self.spread_sum += t.std(-1, correction=0).mean(-1).sum().double()
+        self.rms_sum += t.square().mean(-1).sqrt().mean(-1).sum().double()
         self.seq_len = int(t.shape[1])
 
     def as_dict(self) -> dict[str, float | int]:
@@ -120,6 +123,7 @@ class TokenStats:
             "images": int(self.images.item()),
             "radius_sum": float(self.radius_sum.item()),
             "spread_sum": float(self.spread_sum.item()),
+            "rms_sum": float(self.rms_sum.item()),
             "seq_len": self.seq_len,
         }
 

@@ -41,6 +41,20 @@ def measure(out: Path, rank: int, model_dir: str) -> None:
     prepared = accelerator.prepare(load_model(model_dir))
     measure_plasticity(prepared, data, reference, **kw).save(out / f"measure-prepared-rank{rank}.json")
     torch.save(type(prepared).__name__, out / f"measure-prepared-type-rank{rank}.pt")
+    measure_text(out, rank)
+
+
+def measure_text(out: Path, rank: int) -> None:
+    """A causal LM on text: every process cuts the same windows, then measures its shard of the pairs."""
+    from hf_plasticity import measure_plasticity
+    from tests.text_data import DOWNSTREAM_TEXT, REFERENCE_TEXT, tiny_llama, word_tokenizer
+
+    kw = {"num_pairs": 21, "batch_size": 4, "progress": False, "tokenizer": word_tokenizer(), "seq_len": 16}
+    model = tiny_llama()
+    measure_plasticity(model, DOWNSTREAM_TEXT, REFERENCE_TEXT, **kw).save(out / f"measure-text-rank{rank}.json")
+    measure_plasticity(model, DOWNSTREAM_TEXT, REFERENCE_TEXT, rank=0, world_size=1, **kw).save(
+        out / f"measure-text-single-rank{rank}.json"
+    )
 
 
 def cli_finetune(out: Path, rank: int, model_dir: str, batch: int) -> None:

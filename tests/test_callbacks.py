@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from peft import get_peft_model
-from transformers import BertConfig, BertForSequenceClassification, TrainerControl, TrainerState
+from transformers import SwinConfig, SwinForImageClassification, Trainer, TrainerControl, TrainerState
 
-from hf_plasticity import InvalidInputError, PlasticityConfig, UnsupportedModelError, measure_plasticity
+from hf_plasticity import (
+    InvalidInputError,
+    PlasticityConfig,
+    PlasticityWarning,
+    UnsupportedModelError,
+    measure_plasticity,
+)
 from hf_plasticity.integrations.callbacks import PlasticityCallback
 from hf_plasticity.integrations.training import finetune
 from hf_plasticity.report.series import PlasticitySeries
@@ -133,11 +140,11 @@ def test_bad_pairs_fail_at_train_begin_before_any_step(tmp_path: Path, name: str
 
 
 def test_model_without_component_map_fails_at_train_begin(tmp_path: Path) -> None:
-    bert = BertForSequenceClassification(
-        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    swin = SwinForImageClassification(
+        SwinConfig(embed_dim=8, depths=[1], num_heads=[2], image_size=16, patch_size=4, window_size=2)
     )
     with pytest.raises(UnsupportedModelError, match="register_component_map"):
-        _begin(PlasticityCallback(), bert, tmp_path)
+        _begin(PlasticityCallback(), swin, tmp_path)
 
 
 def test_peft_wrapped_model_is_watched_through_its_base(tmp_path: Path) -> None:
@@ -145,3 +152,88 @@ def test_peft_wrapped_model_is_watched_through_its_base(tmp_path: Path) -> None:
     _begin(callback, get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(components=["ffn_norm"])), tmp_path)
     assert callback.series.meta["trained_components"] == ["ffn_norm"]
     assert TINY["num_hidden_layers"] * 2 == len(callback._groups["ffn_norm"])  # weight and bias per layer
+
+
+# ------------------------------------------------------------------------------------------ resume
+def _watched_run(out: Path, mode: str) -> tuple[PlasticityCallback, object]:
+    callback = PlasticityCallback(PAIRS, every=2, batch_size=4)
+    config = PlasticityConfig(components=["mha"], **({"mode": "lora"} if mode == "lora" else {}))
+    args = training_args(out, max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2)
+    result = finetune(TINY_MODELS["vit"](), tiny_data(), None, config, args, callbacks=[callback], save=False)
+    return callback, result
+
+
+def _plasticity_logs(result: object) -> dict[int, dict[str, float]]:
+    return {
+        e["step"]: {k: v for k, v in e.items() if k.startswith("plasticity/")}
+        for e in result.trainer.state.log_history  # type: ignore[attr-defined]
+        if "loss" in e
+    }
+
+
+@pytest.mark.parametrize(
+    ("mode", "where"),
+    [("full", "same"), ("full", "elsewhere"), ("lora", "same")],
+    ids=["full-same-output-dir", "full-other-output-dir", "lora-same-output-dir"],
+)
+def test_resumed_run_logs_what_an_uninterrupted_one_does(tmp_path: Path, mode: str, where: str) -> None:
+    """4 steps at once against 2 steps, a checkpoint, and 2 more resumed from it: the same weight change
+    (from the pretrained weights, not the checkpoint's), gradient norms, plasticity and series."""
+    whole_cb, whole = _watched_run(tmp_path / "whole", mode)
+    checkpoint = tmp_path / "whole" / "checkpoint-2"
+    assert (checkpoint / "plasticity_callback.safetensors").is_file()
+    out = tmp_path / "whole" if where == "same" else tmp_path / "resumed"
+    resumed_cb = PlasticityCallback(PAIRS, every=2, batch_size=4)
+    config = PlasticityConfig(components=["mha"], **({"mode": "lora"} if mode == "lora" else {}))
+    args = training_args(
+        out, max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2, resume_from_checkpoint=str(checkpoint)
+    )
+    resumed = finetune(TINY_MODELS["vit"](), tiny_data(), None, config, args, callbacks=[resumed_cb], save=False)
+    expected, got = _plasticity_logs(whole), _plasticity_logs(resumed)
+    assert sorted(got) == [1, 2, 3, 4] and got[3]  # the resumed run's history holds the checkpoint's logs too
+    for step in (3, 4):
+        assert got[step].keys() == expected[step].keys()
+        for key, value in expected[step].items():
+            assert got[step][key] == pytest.approx(value, rel=1e-5, abs=1e-9), (step, key)
+    for part in ("plasticity", "weight_change", "grad_norm"):
+        a, b = getattr(whole_cb.series, part), getattr(resumed_cb.series, part)
+        assert [r["step"] for r in a] == [r["step"] for r in b]
+        for row_a, row_b in zip(a, b, strict=True):
+            assert row_b == pytest.approx(row_a, rel=1e-5, abs=1e-9)
+
+
+def test_resume_without_the_callback_state_warns(tmp_path: Path) -> None:
+    _watched_run(tmp_path / "whole", "full")
+    checkpoint = tmp_path / "whole" / "checkpoint-2"
+    (checkpoint / "plasticity_callback.safetensors").unlink()
+    callback = PlasticityCallback(PAIRS, every=2, batch_size=4)
+    args = training_args(tmp_path / "b", max_steps=4, logging_steps=1, resume_from_checkpoint=str(checkpoint))
+    with pytest.warns(PlasticityWarning, match="restarts"):
+        finetune(
+            TINY_MODELS["vit"](), tiny_data(), None, PlasticityConfig(components=["mha"]), args,
+            callbacks=[callback], save=False,
+        )  # fmt: skip
+
+
+def _plain_trainer_run(out: Path, resume: bool) -> tuple[PlasticityCallback, Trainer]:
+    g = torch.Generator().manual_seed(0)
+    rows = [{"pixel_values": p, "labels": int(torch.randint(0, 3, (), generator=g))} for p in pixels(16, seed=7)]
+    model = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(components=["mha"]))
+    callback = PlasticityCallback(PAIRS, every=2, batch_size=4)
+    args = training_args(out, max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[callback])
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    return callback, trainer
+
+
+def test_resume_finds_the_state_under_output_dir(tmp_path: Path) -> None:
+    """A plain Trainer resumed with ``resume_from_checkpoint=True`` (its last checkpoint under output_dir)."""
+    whole_cb, whole = _plain_trainer_run(tmp_path, resume=False)
+    expected = {e["step"]: e for e in whole.state.log_history if "loss" in e}
+    shutil.rmtree(tmp_path / "checkpoint-4")  # so the last checkpoint is the halfway one
+    resumed_cb, resumed = _plain_trainer_run(tmp_path, resume=True)
+    got = {e["step"]: e for e in resumed.state.log_history if "loss" in e}
+    for step in (3, 4):
+        for key in ("plasticity/weight_change/mha", "plasticity/grad_norm/mha"):
+            assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5), (step, key)
+    assert [r["step"] for r in resumed_cb.series.plasticity] == [r["step"] for r in whole_cb.series.plasticity]

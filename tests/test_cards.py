@@ -210,6 +210,23 @@ def test_cli_card_from_report_adapter_and_metrics(report, tmp_path: Path) -> Non
     assert "My own notes." in card.text
 
 
+def test_cli_card_output_dir_gets_card_figure_and_report(report, tmp_path: Path) -> None:
+    report_path = report.save(tmp_path / "r.json")
+    out = tmp_path / "card"
+    assert main(["card", "--report", str(report_path), "--output-dir", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {CARD_NAME, "plasticity.png", "plasticity_report.json"}
+    assert ModelCard.load(out / CARD_NAME).data.plasticity["ranking"]
+    assert PlasticityReport.load(out / "plasticity_report.json").ranking() == report.ranking()
+
+
+def test_cli_card_refuses_out_and_output_dir_together(report, tmp_path: Path, capsys) -> None:
+    report_path = report.save(tmp_path / "r.json")
+    argv = ["card", "--report", str(report_path), "--out", str(tmp_path / "x.md"), "--output-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists() and not (tmp_path / CARD_NAME).exists()
+
+
 def test_cli_card_needs_an_input(capsys) -> None:
     assert main(["card", "--out", "x.md"]) == 2
     assert "--report, --adapter" in capsys.readouterr().err

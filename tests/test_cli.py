@@ -10,7 +10,8 @@ import pytest
 from transformers import ViTImageProcessor
 
 from hf_plasticity import COMPONENTS, PlasticityReport
-from hf_plasticity.cli import main
+from hf_plasticity.cli import _parser, main
+from hf_plasticity.components import registered_maps
 
 from .conftest import IMAGE_SIZE, TINY_MODELS
 
@@ -69,6 +70,13 @@ def test_list(capsys) -> None:
     printed = capsys.readouterr().out
     for name in ("vit", "deit", "dinov2", *COMPONENTS, "digits", "fashion-mnist-sample"):
         assert name in printed
+    lines = printed.splitlines()
+    for cmap in registered_maps():  # every family, with its blocks and each component's module paths
+        start = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{cmap.family} ["))
+        assert cmap.layers in lines[start]
+        for offset, comp in enumerate(COMPONENTS, start=1):
+            assert lines[start + offset].split()[0] == comp
+            assert " + ".join(cmap.components[comp].paths) in lines[start + offset]
 
 
 @pytest.mark.parametrize(
@@ -101,7 +109,7 @@ def test_bad_input_exits_2_with_a_message(argv, message, checkpoint: Path, tmp_p
 
 
 def test_demo_on_the_bundled_model(tmp_path: Path, capsys) -> None:
-    assert main(["demo", "--out-dir", str(tmp_path), "--no-progress"]) == 0
+    assert main(["demo", "--output-dir", str(tmp_path), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     report = PlasticityReport.load(tmp_path / "report.json")
     assert report.model["model_id"] == "hf-plasticity/vit-fashion-mnist"
@@ -117,3 +125,37 @@ def test_module_entry_point_help() -> None:
     assert done.returncode == 0
     for command in ("measure", "demo", "show", "list"):
         assert command in done.stdout
+
+
+# ------------------------------------------------------------------------------- output folders
+FOLDER_COMMANDS = {"demo": ["demo"], "reproduce": ["reproduce"], "card": ["card", "--report", "r.json"]}
+SPELLINGS = ("--output-dir", "--out-dir", "--output_dir")
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [(c, f) for c in FOLDER_COMMANDS for f in SPELLINGS],
+    ids=[f"{c}{f}" for c in FOLDER_COMMANDS for f in SPELLINGS],
+)
+def test_every_folder_command_takes_output_dir(command: str, flag: str) -> None:
+    """One flag for a folder on every command; the old spellings still work (hidden aliases)."""
+    args = _parser().parse_args([*FOLDER_COMMANDS[command], flag, "somewhere"])
+    assert args.output_dir == Path("somewhere")
+
+
+@pytest.mark.parametrize("command", sorted(FOLDER_COMMANDS), ids=sorted(FOLDER_COMMANDS))
+def test_help_shows_only_output_dir(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = capsys.readouterr().out
+    assert "--output-dir" in shown and "--out-dir" not in shown and "--output_dir" not in shown
+
+
+@pytest.mark.parametrize(
+    ("command", "default"),
+    [("demo", Path("plasticity-demo")), ("reproduce", Path("reproduce-output")), ("card", None)],
+    ids=["demo", "reproduce", "card"],
+)
+def test_output_dir_defaults_are_relative_to_the_current_directory(command: str, default: Path | None) -> None:
+    args = _parser().parse_args(FOLDER_COMMANDS[command])
+    assert args.output_dir == default

@@ -311,3 +311,39 @@ def test_bundled_vit_classifies_the_sample() -> None:
     accuracy = correct / len(ds)
     assert accuracy >= 0.8, accuracy
     assert abs(accuracy - recorded["test_accuracy"]) < 0.04  # the sample is a fair draw of the test split
+
+
+# ------------------------------------------------------------------------------------------ text
+def test_named_text_file_is_one_row_per_paragraph(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.txt"
+    path.write_text("alpha beta\ngamma\n\ndelta\n", encoding="utf-8")
+    ds = load_named_dataset(str(path))
+    assert ds["text"] == ["alpha beta\ngamma", "delta"]
+    assert ds.info.dataset_name == "corpus.txt"
+
+
+def test_named_jsonl_file_keeps_its_columns(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "one two", "label": 0}\n{"text": "three", "label": 1}\n', encoding="utf-8")
+    ds = load_named_dataset(str(path))
+    assert ds["text"] == ["one two", "three"] and ds["label"] == [0, 1]
+
+
+def test_named_text_data_set_folder_is_accepted(tmp_path: Path) -> None:
+    folder = tmp_path / "saved-text"
+    datasets.Dataset.from_dict({"text": ["a b c", "d e"], "label": [0, 1]}).save_to_disk(str(folder))
+    assert load_named_dataset(str(folder))["text"] == ["a b c", "d e"]
+
+
+def test_named_data_set_without_image_or_text_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "numbers"
+    datasets.Dataset.from_dict({"x": [1, 2], "label": [0, 1]}).save_to_disk(str(folder))
+    with pytest.raises(InvalidInputError, match="no image or text column"):
+        load_named_dataset(str(folder))
+
+
+def test_non_utf8_text_file_is_invalid_input(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(InvalidInputError, match="not UTF-8"):
+        load_named_dataset(str(path))

@@ -250,6 +250,16 @@ def test_two_process_measurement_equals_one_process(runs: dict[str, Path], kind:
     np.testing.assert_allclose(report.mean, other.mean, rtol=1e-12)
 
 
+@pytest.mark.parametrize("rank", [0, 1], ids=["rank0", "rank1"])
+def test_two_process_text_measurement_equals_one_process(runs: dict[str, Path], rank: int) -> None:
+    report = PlasticityReport.load(runs["two"] / f"measure-text-rank{rank}.json")
+    single = PlasticityReport.load(runs["two"] / f"measure-text-single-rank{rank}.json")
+    np.testing.assert_array_equal(report.count, single.count)
+    np.testing.assert_array_equal(report.sum, single.sum)  # token pairs shard and gather like pixel pairs
+    np.testing.assert_array_equal(report.rates, single.rates)
+    assert report.coverage == single.coverage and report.coverage["ranges"] == [[0, 21]]
+
+
 def test_prepared_model_was_ddp_wrapped(runs: dict[str, Path]) -> None:
     assert torch.load(runs["two"] / "measure-prepared-type-rank0.pt") == "DistributedDataParallel"
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-from transformers import BertConfig, BertModel, ViTImageProcessor
+from transformers import SwinConfig, SwinModel, ViTImageProcessor
 
 from hf_plasticity import (
     COMPONENTS,
@@ -25,6 +25,7 @@ from hf_plasticity import (
     measure_plasticity,
     resolve_components,
 )
+from hf_plasticity.measure.estimator import model_inputs
 
 from .conftest import IMAGE_SIZE, TINY, pixels
 
@@ -239,9 +240,9 @@ def test_model_mode_and_weights_are_left_as_they_were(tiny_vit: nn.Module) -> No
 
 # ----------------------------------------------------------------------------------------- bad inputs
 def test_unsupported_model_names_supported_types_and_the_fix() -> None:
-    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
-    with pytest.raises(UnsupportedModelError, match=r"'bert'.*vit.*register_component_map"):
-        measure_plasticity(bert, pixels(4), progress=False)
+    swin = SwinModel(SwinConfig(embed_dim=8, depths=[1], num_heads=[2], image_size=16, patch_size=4, window_size=2))
+    with pytest.raises(UnsupportedModelError, match=r"'swin'.*hierarchical.*vit.*register_component_map"):
+        measure_plasticity(swin, pixels(4), progress=False)
     with pytest.raises(UnsupportedModelError, match=r"no config\.model_type"):
         measure_plasticity(nn.Linear(3, 3), pixels(4), progress=False)
 
@@ -347,3 +348,19 @@ def test_weight_check_is_exact_even_when_the_fast_sum_overflows(values: list[flo
     from hf_plasticity.measure.estimator import _all_finite
 
     assert _all_finite(torch.tensor(values, dtype=torch.float32)) is finite
+
+
+@pytest.mark.parametrize(
+    ("x", "key", "dtype"),
+    [
+        (torch.zeros(2, 3, 4, 4), "pixel_values", torch.float32),
+        (torch.zeros(2, 5, dtype=torch.long), "input_ids", torch.long),
+        ({"input_ids": torch.zeros(2, 5, dtype=torch.long)}, "input_ids", torch.long),
+    ],
+    ids=["pixels", "token-ids", "dict"],
+)
+def test_model_inputs_contract(x: object, key: str, dtype: torch.dtype) -> None:
+    """A pair batch side is pixels (float), token ids (integer) or a dict of forward keywords; [x; y] joins them."""
+    inputs = model_inputs(x, x)
+    assert list(inputs) == [key]
+    assert inputs[key].dtype == dtype and inputs[key].shape[0] == 4

@@ -21,6 +21,7 @@ from peft import (
     inject_adapter_in_model,
 )
 from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import get_base_model_state_dict, set_base_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -246,3 +247,42 @@ def test_transformers_loaders_refuse_a_lora_mode_adapter_loudly(how: str, tmp_pa
             config["base_model_name_or_path"] = str(tmp_path / "base")
             (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
             AutoModelForImageClassification.from_pretrained(str(tmp_path / "adapter"))
+
+
+# ------------------------------------------------------------------ base-model state dict (peft.utils)
+BASE_ROWS = {
+    **CONFIGS,
+    "full-linear-and-norm": lambda: PlasticityConfig(components=["ffn_fc1", "attn_norm"]),  # leaf modules in place
+}
+
+
+@pytest.mark.parametrize("row", sorted(BASE_ROWS), ids=sorted(BASE_ROWS))
+def test_base_model_state_dict_has_every_base_key(row: str) -> None:
+    """``get_base_model_state_dict`` returns the plain model's keys, the selected (trained) modules included."""
+    model = get_peft_model(fresh(), BASE_ROWS[row]())
+    step(model)
+    assert set(get_base_model_state_dict(model)) == set(fresh().state_dict())
+
+
+@pytest.mark.parametrize("row", sorted(BASE_ROWS), ids=sorted(BASE_ROWS))
+def test_base_model_state_dict_round_trips(row: str) -> None:
+    """Save the base weights, train, set them back: every base key holds the saved value again."""
+    model = get_peft_model(fresh(), BASE_ROWS[row]())
+    saved = {k: v.detach().clone() for k, v in get_base_model_state_dict(model).items()}
+    step(model)
+    result = set_base_model_state_dict(model, saved)
+    assert not result.missing_keys and not result.unexpected_keys
+    restored = get_base_model_state_dict(model)
+    assert restored.keys() == saved.keys()
+    for key, value in saved.items():
+        assert torch.equal(restored[key], value), key
+
+
+def test_in_place_base_state_dict_is_the_trained_model() -> None:
+    """In place the trained weights are the base weights: they are what the helper returns."""
+    model = get_peft_model(fresh(), PlasticityConfig(components=["mha"]))
+    step(model)
+    base = get_base_model_state_dict(model)
+    key = "vit.layers.0.attention.k_proj.weight"
+    assert torch.equal(base[key], model.get_base_model().state_dict()[key])
+    assert not torch.equal(base[key], fresh().state_dict()[key])  # trained, not the initial weights

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from hf_plasticity import (
+    IncompatibleReportsError,
     LegacyReportWarning,
+    MissingDataError,
     PlasticityReport,
     ReportFormatError,
     UnknownComponentError,
@@ -72,7 +74,7 @@ def test_merging_shards_equals_measuring_once(tiny_vit: nn.Module) -> None:
     np.testing.assert_allclose(merged.rates, whole.rates, rtol=1e-6)
     assert merged.num_pairs == 12
     other = measure_plasticity(tiny_vit, dl(y), reference=dl(x), protocol="in_situ", progress=False)
-    with pytest.raises(ValueError, match="cannot merge"):
+    with pytest.raises(IncompatibleReportsError, match="cannot merge"):
         whole.merge(other)
 
 
@@ -153,7 +155,7 @@ def test_corrupt_or_foreign_report_files(tmp_path: Path, content: str | bytes, m
 
 
 def test_missing_report_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="hf-plasticity measure"):
+    with pytest.raises(MissingDataError, match="hf-plasticity measure"):
         PlasticityReport.load(tmp_path / "nope.json")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 
 from hf_plasticity.cli import main
+from hf_plasticity.errors import MissingExtraError
 from hf_plasticity.models import bundled_model_path
 from hf_plasticity.reproduce import METHODS, TASKS
 from hf_plasticity.reproduce import runner as runner_module
+from hf_plasticity.reproduce.command import check_extra
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("reproduce")
-    assert main(["reproduce", "--quick", "--no-progress", "--out-dir", str(out)]) == 0
+    assert main(["reproduce", "--quick", "--no-progress", "--output-dir", str(out)]) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -139,4 +142,26 @@ def test_example_script_has_help() -> None:
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
-    assert "--quick" in result.stdout and "--out-dir" in result.stdout
+    assert "--quick" in result.stdout and "--output-dir" in result.stdout and "--out-dir" not in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["scipy", "mlxtend"])
+def test_missing_extra_names_the_install_command(missing: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    with pytest.raises(MissingExtraError, match=rf"needs {missing}.*pip install 'hf-plasticity\[reproduce\]'"):
+        check_extra()
+
+
+def test_cli_reports_a_missing_extra_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a))
+    assert main(["reproduce", "--quick", "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("hf-plasticity: error: hf-plasticity reproduce needs scipy")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_task_lists_the_tasks(tmp_path, capsys) -> None:
+    assert main(["reproduce", "--quick", "--tasks", "digitz", "--output-dir", str(tmp_path / "out")]) == 2
+    assert f"choose among {', '.join(TASKS)}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from hf_plasticity.errors import InvalidInputError
 from hf_plasticity.reproduce.stats import (
     comparisons,
     gains_over_linear,
@@ -81,7 +82,7 @@ def test_wilcoxon_undefined_without_differences() -> None:
 
 
 def test_wilcoxon_rejects_unpaired_samples() -> None:
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(InvalidInputError, match="differ in length"):
         wilcoxon_greater([0.5, 0.6], [0.5])
 
 

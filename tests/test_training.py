@@ -213,3 +213,21 @@ def test_finetune_of_the_bundled_model_says_where_its_pairs_came_from(tmp_path: 
     assert "x from the reference data, fashion-mnist" in card and "y from the downstream data, digits" in card
     assert "`hf-plasticity/vit-fashion-mnist`" in card  # the bundled model by its id, not its install path
     assert not re.search(r"(?:^|[\s`'\"(=:])/(?:[\w.~-]+/)+", card, re.MULTILINE)
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--output_dir", "--out-dir"], ids=["dash", "underscore", "old"])
+def test_cli_finetune_output_dir_spellings(flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every spelling reaches TrainingArguments.output_dir (``--out-dir`` is the old one, kept as an alias)."""
+    seen: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(ft_args: object, training_args: TrainingArguments) -> None:
+        seen.append(training_args.output_dir)
+        raise Stop
+
+    monkeypatch.setattr("hf_plasticity.integrations.training.run_finetune", stop)
+    with pytest.raises(Stop):
+        main(["finetune", flag, str(tmp_path / "run")])
+    assert seen == [str(tmp_path / "run")]

@@ -6,15 +6,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from torch import nn
-from transformers import BertConfig, BertModel, Trainer, TrainingArguments
+from transformers import SwinConfig, SwinModel, Trainer, TrainingArguments
 
 from hf_plasticity import (
+    AdapterCombinationError,
     InPlaceAdapterError,
     InvalidInputError,
     PlasticityConfig,
@@ -271,6 +273,21 @@ def test_low_cpu_mem_usage_loading(keep_original: bool, is_trainable: bool, tmp_
     assert {p.device.type for p in loaded.parameters()} == {"cpu"}
 
 
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: m.merge_and_unload(adapter_names=["one", "two"]), "several full-mode plasticity adapters"),
+        (lambda m: m.base_model.merge_adapter(["one", "two"]), "2 plasticity adapters at once"),
+    ],
+    ids=["merge_and_unload", "merge_adapter"],
+)
+def test_merging_two_full_adapters_is_refused(call: Any, match: str) -> None:
+    model = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(components=["mha"], keep_original=True), "one")
+    model.add_adapter("two", PlasticityConfig(components=["mha"], keep_original=True))
+    with pytest.raises(AdapterCombinationError, match=match):
+        call(model)
+
+
 def test_several_adapters(tiny_vit: nn.Module) -> None:
     x = pixels(4, seed=6)
     keep = {"keep_original": True}
@@ -294,7 +311,7 @@ def test_several_adapters(tiny_vit: nn.Module) -> None:
     )
     bare.add_adapter("two", PlasticityConfig(components=["mha"], modules_to_save=[], **keep))
     bare.base_model.set_adapter(["one", "two"])
-    with pytest.raises(ValueError, match="cannot be combined; activate one"):
+    with pytest.raises(AdapterCombinationError, match="cannot be combined; activate one"):
         first_output(bare, x)
     with pytest.raises(InvalidInputError, match="cannot share a module"):
         model.add_adapter("three", PlasticityConfig(components=["mha"], mode="lora"))
@@ -390,9 +407,9 @@ def test_selections_that_match_nothing(tiny_vit: nn.Module, kwargs: dict, match:
 
 
 def test_model_without_component_map() -> None:
-    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    swin = SwinModel(SwinConfig(embed_dim=8, depths=[1], num_heads=[2], image_size=16, patch_size=4, window_size=2))
     with pytest.raises(UnsupportedModelError, match="register_component_map"):
-        get_peft_model(bert, PlasticityConfig())
+        get_peft_model(swin, PlasticityConfig())
 
 
 def test_report_of_another_architecture(tiny_vit: nn.Module) -> None:

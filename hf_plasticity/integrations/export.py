@@ -13,12 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError, PlasticityError
+from ..errors import ExportError, InvalidInputError
 from .cards import plasticity_config_of
-
-
-class ExportError(PlasticityError, ValueError):
-    """A model that cannot be exported the way asked (e.g. LoRA export of a mode-full adapter)."""
 
 
 def export_lora(model: Any, save_directory: str | os.PathLike[str], adapter_name: str = "default") -> Path:
@@ -64,6 +60,8 @@ def export_lora(model: Any, save_directory: str | os.PathLike[str], adapter_name
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=lora_targets,
+        # GPT-2's Conv1D layers store weights in x out; PEFT's LoRA needs to know (one flag for all targets)
+        fan_in_fan_out=any(getattr(base.get_submodule(p), "fan_in_fan_out", False) for p in lora_targets),
         modules_to_save=full or None,
         base_model_name_or_path=config.base_model_name_or_path,
         inference_mode=True,

@@ -16,21 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PlasticityError
+from ..errors import HubAuthError, HubPushError, PlasticityError
 from .cards import CARD_NAME, FIGURE_NAME, REPORT_NAME, build_model_card, merge_model_card, write_model_card
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
 
     from ..report.report import PlasticityReport
-
-
-class HubPushError(PlasticityError, RuntimeError):
-    """A push did not happen: the Hub refused it, failed, or could not be reached. Nothing was committed."""
-
-
-class HubAuthError(HubPushError, PermissionError):
-    """No token, or a token the Hub refuses (401/403)."""
 
 
 def push_to_hub(
@@ -74,8 +66,8 @@ def push_to_hub(
         else:
             folder = Path(staging)
             model_or_dir.save_pretrained(str(folder))  # our hook writes the card, report and figure
-            card = build_model_card(model_or_dir, repo_id=repo_id, metrics=metrics)
-            write_model_card(card, folder)  # again, now naming the repo in the loading snippet
+            built = build_model_card(model_or_dir, repo_id=repo_id, metrics=metrics)
+            write_model_card(built, folder)  # again, now naming the repo in the loading snippet
             card_text = (folder / CARD_NAME).read_text(encoding="utf-8")
         top_card = folder / CARD_NAME
         operations = [

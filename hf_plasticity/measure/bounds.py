@@ -1,6 +1,8 @@
 """The paper's theoretical upper bounds on each component's plasticity, from the live weights.
 
-Odonnat et al. explain their ranking with Lipschitz-type bounds (``../shared/paper-notes.md`` section 2):
+Odonnat et al., *Vision Transformer Finetuning Benefits from Non-Smooth Components* (ICML 2026,
+arXiv:2602.06883), explain their ranking with Lipschitz-type bounds, which the authors' reference code
+(ambroiseodt/vit-plasticity) computes per layer:
 a LayerNorm's rate is at most its largest gain |gamma| (for input tokens of spread >= 1), a linear map's at
 most its spectral norm, and attention's at most
 
@@ -19,12 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..components import ResolvedComponents
+from ..components import AttentionSpec, LinearSpec, NormSpec, ResolvedComponents
 from ..errors import UnsupportedModelError
 from ..report.bounds import WeightBounds
 
 LAYERNORMS = ("attn_norm", "ffn_norm")
 LINEARS = ("ffn_fc1", "ffn_fc2")
+RMS_NOTE = "max |g| with g the RMSNorm's effective gain; assumes an input RMS >= 1 (see the report's token_rms)"
 _DENSE_MAX = 256  # matrix size above which Lanczos beats a dense eigen-solve
 
 
@@ -35,22 +38,41 @@ def weight_bounds(resolved: ResolvedComponents, components: tuple[str, ...]) -> 
     heads: list[np.ndarray] = []
     grams: list[torch.Tensor] = []
     cells: list[tuple[int, int]] = []
+    notes: dict[str, str] = {}
     for ci, comp in enumerate(components):
+        spec = resolved.spec(comp)
+        if isinstance(spec, AttentionSpec) and spec.bound is not None:
+            notes[comp] = spec.bound  # no number the paper does not justify: null, with the reason
+            continue
+        if isinstance(spec, NormSpec) and spec.kind == "rmsnorm":
+            notes[comp] = RMS_NOTE
         for layer in range(resolved.num_layers):
-            module = live_module(resolved.component(layer, comp))
-            if comp in LAYERNORMS:
-                layers[layer, ci] = _layernorm_gain(module)
-            elif comp in LINEARS:
-                grams.append(_small_gram(live_weight(module)))
+            if isinstance(spec, NormSpec):
+                layers[layer, ci] = _norm_gain(live_module(resolved.component(layer, comp)), spec)
+            elif isinstance(spec, LinearSpec):
+                grams.append(_small_gram(linear_matrix(resolved, layer, comp)))
                 cells.append((layer, ci))
-            elif comp == "mha":
-                heads.append(_head_terms(resolved, module))
+            elif isinstance(spec, AttentionSpec):
+                heads.append(_head_terms(resolved, layer, spec))
     for shape in {g.shape for g in grams}:  # one batched eigen-solve per Gram size
         same = [i for i, g in enumerate(grams) if g.shape == shape]
         norms = top_eigenvalues(torch.stack([grams[i] for i in same])).sqrt()
         for i, value in zip(same, norms.tolist(), strict=True):
             layers[cells[i]] = value
-    return WeightBounds(tuple(components), layers, np.stack(heads) if heads else np.zeros((0, 0, 2)))
+    return WeightBounds(tuple(components), layers, np.stack(heads) if heads else np.zeros((0, 0, 2)), notes)
+
+
+def linear_matrix(resolved: ResolvedComponents, layer: int, component: str) -> torch.Tensor:
+    """A linear component's effective weight as one (out, in) matrix: Conv1D weights (in x out) transposed,
+    stacked linears (gate and up) concatenated along the output, read through adapters (live weights)."""
+    spec = resolved.spec(component)
+    if not isinstance(spec, LinearSpec):
+        raise UnsupportedModelError(f"{component} of the {resolved.map.family!r} map is not declared a linear map")
+    mats = []
+    for module in resolved.component_modules(layer, component):
+        w = live_weight(module)
+        mats.append(w.T if spec.transposed else w)
+    return torch.cat(mats) if len(mats) > 1 else mats[0]
 
 
 def spectral_norm(weight: torch.Tensor) -> float:
@@ -82,8 +104,10 @@ def _small_gram(weight: torch.Tensor) -> torch.Tensor:
 
 
 def gram(weight: torch.Tensor) -> torch.Tensor:
-    """W^T W in float32: ||W v||^2 = v^T (W^T W) v, a d x d product instead of a d x d_out one."""
-    w = weight.detach().float()
+    """W^T W in float32 (float64 for float64 weights): ||W v||^2 = v^T (W^T W) v, a d x d product instead of
+    a d x d_out one."""
+    w = weight.detach()
+    w = w if w.dtype == torch.float64 else w.float()
     return w.T @ w
 
 
@@ -116,11 +140,12 @@ def live_weight(module: nn.Module) -> torch.Tensor:
     return weight
 
 
-def _layernorm_gain(module: nn.Module) -> float:
+def _norm_gain(module: nn.Module, spec: NormSpec) -> float:
+    """max |g| with the family's gain rule: g = w (LayerNorm, Llama's RMSNorm) or 1 + w (Gemma)."""
     weight = getattr(module, "weight", None)
-    if weight is None:  # elementwise_affine=False: the gain is 1
+    if weight is None:  # no affine weight: the gain is 1
         return 1.0
-    return float(weight.detach().abs().max())
+    return float((weight.detach().double() + spec.gain_offset).abs().max())
 
 
 def _weight(module: nn.Module, comp: str) -> torch.Tensor:
@@ -130,20 +155,29 @@ def _weight(module: nn.Module, comp: str) -> torch.Tensor:
     return weight
 
 
-def _head_terms(resolved: ResolvedComponents, attention: nn.Module) -> np.ndarray:
+def _head_terms(resolved: ResolvedComponents, layer: int, spec: AttentionSpec) -> np.ndarray:
     """Per head: ||O_h|| ||V_h|| and ||Q_h K_h^T|| / sqrt(d_h), each from d_h x d_h Gram matrices."""
-    q_name, k_name, v_name, o_name = resolved.map.attention_projections
-    try:
-        wq, wk, wv, wo = (
-            live_weight(attention.get_submodule(n)).detach().float() for n in (q_name, k_name, v_name, o_name)
+    if spec.projections is None:
+        raise UnsupportedModelError(
+            f"the {resolved.map.family!r} map declares no attention projections for the bound; set "
+            "AttentionSpec.projections, or AttentionSpec.bound to the reason there is none"
         )
+    try:
+        block = resolved.module(resolved.layer_path(layer))
+        mats = [live_weight(_live_submodule(block, n)).detach().float() for n in spec.projections]
     except AttributeError as exc:
         raise UnsupportedModelError(
-            f"{type(attention).__name__} lacks the projections {resolved.map.attention_projections} that the "
-            f"{resolved.map.family!r} component map names; set ComponentMap.attention_projections"
+            f"layer {layer} lacks the projections {spec.projections} that the {resolved.map.family!r} component map "
+            "names; fix AttentionSpec.projections"
         ) from exc
-    config = getattr(resolved.model, "config", None)
-    num_heads = int(getattr(attention, "num_attention_heads", None) or config.num_attention_heads)
+    if spec.transposed:
+        mats = [m.T for m in mats]
+    if spec.fused_qkv is not None:  # one (3d, d) matrix: q, k, v row blocks
+        wq, wk, wv = mats[0].chunk(3, dim=0)
+        wo = mats[3]
+    else:
+        wq, wk, wv, wo = mats
+    num_heads = _num_heads(resolved, live_module(resolved.component(layer, "mha")))
     dh = wq.shape[0] // num_heads
 
     def per_head_rows(w: torch.Tensor) -> torch.Tensor:  # (heads, d_h, d): row block h maps a token to head h
@@ -159,3 +193,21 @@ def _head_terms(resolved: ResolvedComponents, attention: nn.Module) -> np.ndarra
     root = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(1, 2)
     qk = top_eigenvalues(root @ gk @ root).sqrt() / dh**0.5
     return torch.stack([ov, qk], dim=-1).cpu().numpy()
+
+
+def _live_submodule(root: nn.Module, path: str) -> nn.Module:
+    """``root.get_submodule(path)``, seen through plasticity adapter layers at every step (a wrapped attention
+    block keeps its projections inside the active adapter's module, not under its own path)."""
+    module = live_module(root)
+    for part in path.split("."):
+        module = live_module(getattr(module, part))
+    return module
+
+
+def _num_heads(resolved: ResolvedComponents, attention: nn.Module) -> int:
+    for attr in ("num_attention_heads", "num_heads", "n_head"):
+        value = getattr(attention, attr, None)
+        if isinstance(value, int):
+            return value
+    config = getattr(resolved.base(), "config", None) or resolved.model.config
+    return int(config.num_attention_heads)

@@ -46,10 +46,6 @@ class Shard:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def owns(self, batch_index: int) -> bool:
-        """Whether this process measures the batch with this global index."""
-        return batch_index % self.world_size == self.rank
-
     def combine(
         self, stats: RateStats, pairs: PairBatches, tokens: dict[str, Any] | None = None
     ) -> tuple[RateStats, dict[str, Any], dict[str, Any] | None]:
@@ -59,7 +55,7 @@ class Shard:
             raise InvalidInputError(
                 f"internal: {len(stats.batch_sums)} batch statistics for {len(pairs.batch_ranges)} batches of pairs"
             )
-        local = {
+        local: dict[str, Any] = {
             "ids": list(pairs.batch_ids),
             "ranges": [list(r) for r in pairs.batch_ranges],
             "sums": [b.cpu().numpy() for b in stats.batch_sums],
@@ -80,7 +76,8 @@ class Shard:
         for _, _, sums, _ in batches:
             acc += sums  # the same additions, in the same order, as one process makes
         device = stats.count.device
-        out = RateStats(*(torch.from_numpy(acc[i].copy()).to(device) for i in range(4)), keep_rates=stats.keep_rates)
+        count, total, total_sq, excluded = (torch.from_numpy(acc[i].copy()).to(device) for i in range(4))
+        out = RateStats(count, total, total_sq, excluded, keep_rates=stats.keep_rates)
         if stats.keep_rates:
             out.batch_rates = [torch.from_numpy(np.asarray(r)) for _, _, _, r in batches]
         out.batch_sums = [torch.from_numpy(np.asarray(s)) for _, _, s, _ in batches]
@@ -149,6 +146,9 @@ def wrapper_hint(model: nn.Module) -> str | None:
 
     for attr in ("module", "model", "base_model", "_orig_mod"):
         inner = getattr(model, attr, None)
+        own = getattr(getattr(model, "config", None), "model_type", None)
+        if own is not None and own == getattr(getattr(inner, "config", None), "model_type", None):
+            continue  # the task model's own base model: the model is supported, one of its modules is not
         if isinstance(inner, nn.Module) and inner is not model:
             try:
                 get_component_map(inner)
@@ -221,5 +221,6 @@ def _sum_tokens(shards: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         "images": sum(t["images"] for t in present),
         "radius_sum": sum(t["radius_sum"] for t in present),
         "spread_sum": sum(t["spread_sum"] for t in present),
+        **({"rms_sum": sum(t["rms_sum"] for t in present)} if all("rms_sum" in t for t in present) else {}),
         "seq_len": present[0]["seq_len"],
     }

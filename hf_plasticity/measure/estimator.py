@@ -3,26 +3,32 @@
 Two protocols. ``"shared"`` is the paper's: every component of every layer is applied to the same pair of
 embedding outputs (z_x, z_y), so what is compared is each component's *function*. ``"in_situ"`` feeds each
 component the input it really receives at its depth, read by hooks during one forward pass over x and y.
+
+Why one module of ~500 lines: both protocols share the batch loop, the pixel and non-finite checks, the
+per-batch statistics the collectives re-add, and the wrapper unwrapping; the bounds and the collectives,
+which stand alone, are in :mod:`.bounds` and :mod:`.distributed`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..components import ResolvedComponents, resolve_components, validate_components
-from ..data.pairs import is_hf_dataset, make_pair_batches
+from ..components import AttentionSpec, LinearSpec, ResolvedComponents, resolve_components, validate_components
+from ..data.pairs import is_hf_dataset, make_pair_batches, needs_tokenizer
+from ..data.text import DEFAULT_SEQ_LEN, is_token_tensor
 from ..errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
 from ..report.report import PlasticityReport, model_metadata
 from ..stats import RateStats, TokenStats
-from .bounds import gram, weight_bounds
+from .bounds import gram, linear_matrix, live_weight, weight_bounds
 from .distributed import resolve_shard, unwrap_model, wrapper_hint
 
 Protocol = Literal["shared", "in_situ"]
@@ -40,6 +46,9 @@ def measure_plasticity(
     components: list[str] | tuple[str, ...] | None = None,
     device: str | torch.device | None = None,
     image_processor: Any = None,
+    tokenizer: Any = None,
+    seq_len: int | None = None,
+    text_column: str | None = None,
     seed: int = 0,
     keep_rates: bool = True,
     bounds: bool = True,
@@ -53,9 +62,12 @@ def measure_plasticity(
     """Measure the plasticity of every component of every layer of ``model``.
 
     Args:
-        model: a transformers model with a registered component map (ViT, DeiT, Dinov2, ...).
-        data: the downstream data: pixel tensor (N, C, H, W), torch DataLoader, or ``datasets.Dataset``
-            with an image column (decoded with ``image_processor``).
+        model: a transformers model with a registered component map (``hf-plasticity list``: ViT-like vision
+            encoders, the CLIP/SigLIP vision towers, BERT/RoBERTa, GPT-2, Llama, Mistral, Qwen2/3, Gemma).
+        data: the downstream data: pixel tensor (N, C, H, W), ``input_ids`` tensor (N, L), torch DataLoader
+            (dicts with ``pixel_values`` or ``input_ids``, tuples or tensors), or ``datasets.Dataset`` with an
+            image column (decoded with ``image_processor``) or a text column (cut into windows with
+            ``tokenizer``); a list of strings is text too.
         reference: pretraining-like data supplying x of each pair (y comes from ``data``). Without it,
             pairs are disjoint draws from ``data``.
         protocol: ``"shared"`` (the paper's) or ``"in_situ"``.
@@ -64,6 +76,10 @@ def measure_plasticity(
         components: component types to measure; None measures all five.
         device: where to compute; None uses the model's device. The model is moved there.
         image_processor: decodes ``datasets.Dataset`` images; None loads the model's own when needed.
+        tokenizer: tokenizes text data; None loads the model's own (from its local folder) when needed.
+        seq_len: tokens per window cut from text (default 128, capped by the model's position table); the
+            two sequences of a pair always have one length. ``input_ids`` tensors keep their own length.
+        text_column: the data sets' text column, when they have several string columns.
         seed: seeds the choice of pairs.
         keep_rates: keep every per-pair rate (needed for distribution plots) besides the statistics.
         bounds: compute the paper's theoretical upper bounds from the weights (exact spectral norms; a
@@ -87,10 +103,16 @@ def measure_plasticity(
     resolved = _resolve(model)
     comps = validate_components(components)
     dev = _resolve_device(device, model)
-    config = getattr(model, "config", None)
+    config = getattr(resolved.base(), "config", None) or getattr(model, "config", None)
     num_channels = int(getattr(config, "num_channels", 3))
     if image_processor is None and (_needs_processor(data) or _needs_processor(reference)):
         image_processor = _load_processor(model)
+    if tokenizer is None and (needs_tokenizer(data, text_column) or needs_tokenizer(reference, text_column)):
+        tokenizer = _load_tokenizer(model)
+    vocab_size, max_length = _text_limits(config)
+    _check_modality(model, vocab_size, data, reference, text_column)
+    if seq_len is None and max_length is not None:
+        seq_len = min(DEFAULT_SEQ_LEN, max_length)
     pairs = make_pair_batches(
         data,
         reference,
@@ -103,6 +125,11 @@ def measure_plasticity(
         reference_name=reference_name,
         rank=shard.rank,
         world_size=shard.world_size,
+        tokenizer=tokenizer,
+        seq_len=seq_len,
+        text_column=text_column,
+        vocab_size=vocab_size,
+        max_length=max_length,
     )
     if device is not None:
         model.to(dev)
@@ -128,15 +155,12 @@ def measure_plasticity(
                 )
                 seen = 0
                 for x, y in bar:
-                    x = x.to(dev, dtype, non_blocking=True)
-                    y = y.to(dev, dtype, non_blocking=True)
-                    _check_pixels(x, resolved)
-                    _check_pixels(y, resolved)
-                    rates, in_norms, z = run(x, y)
+                    inputs, b = _pair_inputs(x, y, dev, dtype, resolved)
+                    rates, in_norms, z = run(inputs, b)
                     if not bool(torch.isfinite(rates.sum() + in_norms.sum())):
-                        raise _non_finite_error(resolved, comps, x, y, rates, in_norms, seen)
+                        raise _non_finite_error(resolved, comps, inputs, b, rates, in_norms, seen)
                     stats.update(rates, in_norms > 0)
-                    seen += x.shape[0]
+                    seen += b
                     tokens.update(z)
             weight_part = weight_bounds(resolved, comps) if bounds else None
     finally:
@@ -172,94 +196,252 @@ def measure_plasticity(
     )
 
 
-def component_fn(resolved: ResolvedComponents, layer: int, component: str) -> Any:
-    """The component as a function of a token tensor (B, n, d), as the shared protocol applies it."""
-    module = resolved.component(layer, component)
+def model_inputs(x: Any, y: Any = None) -> dict[str, Any]:
+    """The estimator's input contract: what the model's forward receives for a batch (or a pair batch).
+
+    A pair batch side is a float tensor (pixels, ``pixel_values``), an integer tensor (token ids,
+    ``input_ids`` of shape (N, L)), or a dict of tensors given to the forward as keywords (``input_ids`` with
+    its ``attention_mask``, ...). With ``y``, the two sides are concatenated along the batch, x first: the
+    estimator runs one forward over [x; y].
+    """
+    sides = [x] if y is None else [x, y]
+    if isinstance(x, Mapping):
+        keys = list(x)
+        if y is not None and (not isinstance(y, Mapping) or set(y) != set(keys)):
+            raise InvalidInputError(f"the two sides of a pair batch carry different inputs ({keys} and {y!r:.80})")
+        return {k: torch.cat([torch.as_tensor(s[k]) for s in sides]) if y is not None else x[k] for k in keys}
+    tensors = [torch.as_tensor(s) for s in sides]
+    joined = torch.cat(tensors) if y is not None else tensors[0]
+    key = "pixel_values" if joined.is_floating_point() else "input_ids"
+    return {key: joined}
+
+
+def _primary(inputs: dict[str, Any]) -> torch.Tensor:
+    """The tensor that carries the data: pixels or token ids (the batch size and the pair count come from it)."""
+    for key in ("pixel_values", "input_ids", "inputs_embeds"):
+        if key in inputs:
+            return inputs[key]
+    return next(iter(inputs.values()))
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once it has what it needs."""
+
+
+_CACHE_ARGS = ("cache", "past_key_values", "past_key_value", "layer_past")
+
+
+class _Block0:
+    """The input of the first block in the model's own forward, and each layer's attention arguments.
+
+    The block-0 input is read by a forward pre-hook on the first block, never re-derived from the embedding
+    module (Gemma scales it, CLIP normalises it, GPT-2 adds positions). Attention modules that take auxiliary
+    inputs (masks, position ids, rotary cos/sin) get, in the shared protocol, exactly those their own layer
+    passes them: captured by pre-hooks during one full forward, cache arguments dropped. They depend on the
+    input's shape and on masks, not on token values, so a forward over inputs of the same shape and keys
+    reuses them; any other batch (a new shape, an explicit ``attention_mask``) captures again.
+    """
+
+    def __init__(self, resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
+        self.resolved = resolved
+        self.base = resolved.base()
+        self.first = resolved.layers()[0]
+        spec = resolved.spec("mha")
+        self.needs_aux = "mha" in comps and isinstance(spec, AttentionSpec) and spec.auxiliary_inputs
+        self.aux: dict[int, tuple[bool, tuple[Any, ...], dict[str, Any]]] = {}
+        self.aux_key: Any = None
+        self.z: torch.Tensor | None = None
+        self.stop = False
+        self.extra = _forward_extras(self.base)
+
+    def __call__(self, inputs: dict[str, Any]) -> torch.Tensor:
+        key = tuple((k, tuple(v.shape), v.dtype) for k, v in inputs.items() if isinstance(v, torch.Tensor))
+        capture = self.needs_aux and (self.aux_key != key or len(inputs) > 1)
+        handles = [self.first.register_forward_pre_hook(self._block0, with_kwargs=True)]
+        if capture:
+            self.aux.clear()
+            for layer in range(self.resolved.num_layers):
+                attention = self.resolved.component(layer, "mha")
+                handles.append(attention.register_forward_pre_hook(self._attention(layer), with_kwargs=True))
+        self.stop = not capture
+        try:
+            self.base(**inputs, **self.extra)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        if capture:
+            self.aux_key = key if len(inputs) == 1 else None
+        assert self.z is not None
+        z, self.z = self.z, None
+        return z
+
+    def _block0(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.z = args[0] if args else kwargs["hidden_states"]
+        if self.stop:
+            raise _Stop
+
+    def _attention(self, layer: int) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            kwargs = {k: v for k, v in kwargs.items() if k not in _CACHE_ARGS}
+            if "use_cache" in kwargs:
+                kwargs["use_cache"] = False
+            if args:
+                self.aux[layer] = (True, tuple(args[1:]), kwargs)
+            else:
+                kwargs.pop("hidden_states")
+                self.aux[layer] = (False, (), kwargs)
+
+        return hook
+
+    def attend(self, layer: int, module: nn.Module, z: torch.Tensor) -> Any:
+        """Call layer ``layer``'s attention module on ``z`` with the arguments its layer gives it."""
+        if not self.needs_aux:
+            return module(z)
+        positional, args, kwargs = self.aux[layer]
+        return module(z, *args, **kwargs) if positional else module(hidden_states=z, **kwargs)
+
+
+def _forward_extras(base: nn.Module) -> dict[str, Any]:
+    """Keywords that keep a measuring forward lean: no key/value cache."""
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"use_cache": False} if "use_cache" in params else {}
+
+
+def component_fn(resolved: ResolvedComponents, layer: int, component: str, block0: _Block0 | None = None) -> Any:
+    """The component as a function of a token tensor (B, n, d), as the shared protocol applies it.
+
+    Dispatches on the component's declared spec: a norm is its module; a linear (stacked or not) maps the
+    tokens zero-padded to its input width, outputs concatenated; attention gets its layer's auxiliary
+    inputs (``block0``) and, when declared, its separate output projection.
+    """
+    spec = resolved.spec(component)
+    modules = resolved.component_modules(layer, component)
 
     def f(z: torch.Tensor) -> torch.Tensor:
-        out = module(_fit_width(z, module))
+        if isinstance(spec, AttentionSpec):
+            out = block0.attend(layer, modules[0], z) if block0 is not None else modules[0](z)
+            out = out[0] if isinstance(out, tuple) else out
+            return modules[1](out) if len(modules) > 1 else out
+        if isinstance(spec, LinearSpec):
+            width = _in_width(resolved, layer, component)
+            return torch.cat([m(_pad(z, width)) for m in modules], dim=-1)
+        out = modules[0](z)
         return out[0] if isinstance(out, tuple) else out
 
     return f
 
 
-class _Shared:
-    """The paper's protocol: every component of every layer applied to one pair of embedding outputs.
+def _in_width(resolved: ResolvedComponents, layer: int, component: str) -> int:
+    spec = resolved.spec(component)
+    w = live_weight(resolved.component(layer, component))
+    return int(w.shape[0] if getattr(spec, "transposed", False) else w.shape[1])
 
-    Only the embedding, attention and the LayerNorms are non-linear and need both inputs. A linear map's
-    difference is the map of the difference (the bias cancels), so ``ffn_fc1`` and ``ffn_fc2`` work on
-    dz = z_x - z_y alone: ||W1 dz||^2 = sum(dz * (dz G)) with the d x d Gram matrix G = W1^T W1, computed
-    once (a quarter of the d x 4d product), and ``ffn_fc2``'s zero-padded input only meets W2's first d
-    columns (one d x d product).
+
+class _Shared:
+    """The paper's protocol: every component of every layer applied to one pair of block-0 inputs.
+
+    Only attention and the norms are non-linear and need both inputs. A linear map's difference is the map of
+    the difference (the bias cancels), so ``ffn_fc1`` and ``ffn_fc2`` work on dz = z_x - z_y alone:
+    ||W1 dz||^2 = sum(dz * (dz G)) with the d x d Gram matrix G = W1^T W1, computed once (a quarter of the
+    d x 4d product; for a gated MLP, W1 is the stacked [W_gate; W_up]), and ``ffn_fc2``'s zero-padded input
+    only meets W2's first d columns (one d x d product).
     """
 
     def __init__(self, resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
         self.resolved, self.comps = resolved, comps
         self.diff = _PairDiff()
+        self.block0 = _Block0(resolved, comps)
         self.linear: dict[tuple[int, int], tuple[str, torch.Tensor]] = {}
-        width = _hidden_width(resolved)
-        for layer in range(resolved.num_layers):
-            for ci, comp in enumerate(comps):
-                module = resolved.component(layer, comp)
-                if not isinstance(module, nn.Linear):
-                    continue
-                if module.in_features == width and module.out_features > width:
-                    self.linear[layer, ci] = ("gram", gram(module.weight))
-                else:
-                    self.linear[layer, ci] = ("map", module.weight[:, :width].T)
+        self.fns: dict[tuple[int, int], Any] = {}
+        self.width: int | None = None
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        resolved, b = self.resolved, x.shape[0]
-        z = resolved.embeddings()(torch.cat([x, y]))
-        dz = z[:b] - z[b:]
-        in_norm = _norm(dz)
-        out = torch.empty(b, resolved.num_layers, len(self.comps), dtype=torch.float32, device=z.device)
+    def _prepare(self, width: int) -> None:
+        resolved = self.resolved
+        self.width = width
         for layer in range(resolved.num_layers):
             for ci, comp in enumerate(self.comps):
+                if not isinstance(resolved.spec(comp), LinearSpec):
+                    self.fns[layer, ci] = component_fn(resolved, layer, comp, self.block0)
+                    continue
+                w = linear_matrix(resolved, layer, comp)
+                if w.shape[1] < width:
+                    raise InvalidInputError(
+                        f"cannot feed width-{width} tokens to {resolved.paths[comp][layer]} (input width {w.shape[1]})"
+                    )
+                if w.shape[1] == width and w.shape[0] > width:
+                    self.linear[layer, ci] = ("gram", gram(w))
+                else:
+                    self.linear[layer, ci] = ("map", w[:, :width].T)
+
+    def __call__(self, inputs: dict[str, Any], b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        resolved = self.resolved
+        z = self.block0(inputs)
+        if self.width is None:
+            self._prepare(z.shape[-1])
+        dz = z[:b] - z[b:]
+        in_norm = _norm(dz)
+        out = torch.empty(b, resolved.num_layers, len(self.comps), dtype=_rate_dtype(z.dtype), device=z.device)
+        for layer in range(resolved.num_layers):
+            for ci in range(len(self.comps)):
                 linear = self.linear.get((layer, ci))
                 if linear is None:
-                    out[:, layer, ci] = self.diff.norm(component_fn(resolved, layer, comp)(z), b)
+                    out[:, layer, ci] = self.diff.norm(self.fns[layer, ci](z), b)
                 elif linear[0] == "gram":
-                    d = dz.float()
+                    d = dz.to(linear[1].dtype)
                     out[:, layer, ci] = (d * (d @ linear[1])).sum((1, 2)).clamp_min(0).sqrt()
                 else:
-                    out[:, layer, ci] = _norm(dz @ linear[1])
+                    out[:, layer, ci] = _norm(dz @ linear[1].to(dz.dtype))
         in_norms = in_norm[:, None, None].expand_as(out)
         return out / in_norms.clamp_min(torch.finfo(torch.float32).tiny), in_norms, z
 
     def close(self) -> None:
         self.linear.clear()
+        self.fns.clear()
         self.diff.buffers.clear()
 
 
 class _InSitu:
-    """Hooks that read each component's real input and output during one forward pass over [x; y]."""
+    """Hooks that read each component's real input and output during one forward pass over [x; y].
+
+    A component's input is its first module's input; its output is the last module's output (attention with a
+    separate output projection) or, for stacked linears, every module's output (their squared differences add).
+    """
 
     def __init__(self, resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
         self.resolved = resolved
         self.num_comps = len(comps)
-        self.base = resolved.module(resolved.base_prefix) if resolved.base_prefix else resolved.model
+        self.base = resolved.base()
+        self.extra = _forward_extras(self.base)
         self.half = 0
         self.rates: torch.Tensor | None = None
         self.in_norms: torch.Tensor | None = None
         self.tokens: torch.Tensor | None = None
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
         self.diff = _PairDiff()
-        self.handles: list[Any] = [resolved.embeddings().register_forward_hook(self._embedded)]
+        self.handles: list[Any] = [resolved.layers()[0].register_forward_pre_hook(self._block0, with_kwargs=True)]
         for layer in range(resolved.num_layers):
             for ci, comp in enumerate(comps):
-                module = resolved.component(layer, comp)
-                self.handles.append(module.register_forward_pre_hook(self._enter(layer, ci), with_kwargs=True))
-                self.handles.append(module.register_forward_hook(self._leave(layer, ci)))
+                modules = resolved.component_modules(layer, comp)
+                spec = resolved.spec(comp)
+                outputs = modules if isinstance(spec, LinearSpec) else modules[-1:]
+                self.handles.append(modules[0].register_forward_pre_hook(self._enter(layer, ci), with_kwargs=True))
+                for module in outputs:
+                    self.handles.append(module.register_forward_hook(self._leave(layer, ci)))
 
-    def _embedded(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        self.tokens = output[0] if isinstance(output, tuple) else output
+    def _block0(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.tokens = args[0] if args else kwargs["hidden_states"]
 
     def _enter(self, layer: int, ci: int) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             h = args[0] if args else kwargs["hidden_states"]
-            assert self.in_norms is not None
+            assert self.in_norms is not None and self.rates is not None
             self.in_norms[:, layer, ci] = self._half_diff_norm(h)
+            self.rates[:, layer, ci] = 0
 
         return hook
 
@@ -267,7 +449,7 @@ class _InSitu:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             out = output[0] if isinstance(output, tuple) else output
             assert self.rates is not None
-            self.rates[:, layer, ci] = self._half_diff_norm(out)
+            self.rates[:, layer, ci] += self._half_diff_norm(out).square()
 
         return hook
 
@@ -280,18 +462,20 @@ class _InSitu:
         self.last = (t, value)
         return value
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b = x.shape[0]
+    def __call__(self, inputs: dict[str, Any], b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self.half = b
+        device = _primary(inputs).device
         shape = (b, self.resolved.num_layers, self.num_comps)
-        self.rates = torch.empty(shape, dtype=torch.float32, device=x.device)
-        self.in_norms = torch.empty(shape, dtype=torch.float32, device=x.device)
+        dtype = _rate_dtype(_model_dtype(self.resolved.model))
+        self.rates = torch.empty(shape, dtype=dtype, device=device)
+        self.in_norms = torch.empty(shape, dtype=dtype, device=device)
         try:
-            self.base(pixel_values=torch.cat([x, y]))
+            self.base(**inputs, **self.extra)
         finally:
             self.last = None  # holds a batch's activation: never keep it past the batch
         assert self.tokens is not None
-        return self.rates / self.in_norms.clamp_min(torch.finfo(torch.float32).tiny), self.in_norms, self.tokens
+        tokens, self.tokens = self.tokens, None
+        return self.rates.sqrt() / self.in_norms.clamp_min(torch.finfo(torch.float32).tiny), self.in_norms, tokens
 
     def close(self) -> None:
         for h in self.handles:
@@ -306,7 +490,7 @@ def _check_weights(resolved: ResolvedComponents, comps: tuple[str, ...]) -> None
     Rates alone cannot be trusted to show them: attention kernels may mask a NaN query into finite outputs.
     """
     modules = [("the embedding", resolved.embeddings_path)]
-    modules += [(f"layer {layer}, component {c}", path) for layer, c, path in resolved.iter_modules(comps)]
+    modules += [(f"layer {layer}, component {c}", path) for layer, c, path in resolved.iter_module_paths(comps)]
     for where, path in modules:
         for name, param in resolved.module(path).named_parameters():
             if not _all_finite(param):
@@ -325,14 +509,16 @@ def _all_finite(t: torch.Tensor) -> bool:
 def _non_finite_error(
     resolved: ResolvedComponents,
     comps: tuple[str, ...],
-    x: torch.Tensor,
-    y: torch.Tensor,
+    inputs: dict[str, Any],
+    b: int,
     rates: torch.Tensor,
     in_norms: torch.Tensor,
     first_pair: int,
 ) -> NonFiniteError:
     """Name what made a rate NaN or infinite: the pixels, the embedding, or one (layer, component)."""
-    for side, pixels in (("reference (x)", x), ("downstream (y)", y)):
+    data = _primary(inputs)
+    sides = (("reference (x)", data[:b]), ("downstream (y)", data[b:])) if data.is_floating_point() else ()
+    for side, pixels in sides:
         bad = ~torch.isfinite(pixels).flatten(1).all(1)
         if bad.any():
             i = first_pair + int(bad.nonzero()[0, 0])
@@ -344,10 +530,13 @@ def _non_finite_error(
     layer, ci = (int(v) for v in mask.nonzero()[0, 1:])
     comp = comps[ci]
     if bool(torch.isfinite(in_norms[:, layer, ci]).all()):
-        where, suspects = f"the output of {comp}", [resolved.paths[comp][layer]]
+        where, suspects = f"the output of {comp}", resolved.modules_of(resolved.paths[comp][layer])
     else:  # its input was already broken: look upstream, in call order
         where = f"the input of {comp}"
-        suspects = [resolved.embeddings_path, *(resolved.paths[c][i] for i in range(layer + 1) for c in comps)]
+        suspects = [
+            resolved.embeddings_path,
+            *(p for i in range(layer + 1) for c in comps for p in resolved.modules_of(resolved.paths[c][i])),
+        ]
     for path in suspects:
         for name, param in resolved.module(path).named_parameters():
             if not bool(torch.isfinite(param).all()):
@@ -357,7 +546,7 @@ def _non_finite_error(
                 )
     return NonFiniteError(
         f"layer {layer}, component {comp}: {where} is NaN or infinite although the pixels and weights are "
-        f"finite (an overflow in {x.dtype}?); measure in float32: model.float()"
+        f"finite (an overflow in {_model_dtype(resolved.model)}?); measure in float32: model.float()"
     )
 
 
@@ -392,11 +581,6 @@ def _resolve_device(device: str | torch.device | None, model: nn.Module) -> torc
     return dev
 
 
-def _hidden_width(resolved: ResolvedComponents) -> int:
-    config = getattr(resolved.model, "config", None)
-    return int(config.hidden_size)
-
-
 class _PairDiff:
     """||t[:half] - t[half:]|| per pair, the difference written into a buffer kept per shape.
 
@@ -417,22 +601,51 @@ class _PairDiff:
 
 
 def _norm(t: torch.Tensor) -> torch.Tensor:
-    """Frobenius norm of each sample's token matrix, in float32 whatever the model's dtype."""
-    return torch.linalg.vector_norm(t, dim=tuple(range(1, t.ndim)), dtype=torch.float32)
+    """Frobenius norm of each sample's token matrix, in float32 (float64 for a float64 model)."""
+    return torch.linalg.vector_norm(t, dim=tuple(range(1, t.ndim)), dtype=_rate_dtype(t.dtype))
 
 
-def _fit_width(z: torch.Tensor, first: nn.Module) -> torch.Tensor:
+def _rate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Rates are float32 whatever the model's precision, and float64 for a float64 model (exact checks)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _pad(z: torch.Tensor, width: int) -> torch.Tensor:
     """Zero-pad tokens to a linear layer's input width, as the paper does for ``ffn_fc2``."""
-    width = getattr(first, "in_features", None)
-    if width is None or width == z.shape[-1]:
+    if width == z.shape[-1]:
         return z
     if width < z.shape[-1]:
         raise InvalidInputError(f"cannot feed width-{z.shape[-1]} tokens to a linear layer of width {width}")
     return torch.nn.functional.pad(z, (0, width - z.shape[-1]))
 
 
-def _check_pixels(pixels: torch.Tensor, resolved: ResolvedComponents) -> None:
-    config = getattr(resolved.model, "config", None)
+def _pair_inputs(
+    x: Any, y: Any, dev: torch.device, dtype: torch.dtype, resolved: ResolvedComponents
+) -> tuple[dict[str, Any], int]:
+    """The forward's keywords for one pair batch ([x; y] along the batch) and the number of pairs.
+
+    Floating tensors (pixels) take the model's dtype; integer ones (token ids, masks) keep theirs.
+    """
+    b = _primary(model_inputs(x)).shape[0]
+    inputs = model_inputs(x, y)
+    out = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(dev, dtype if value.is_floating_point() else value.dtype, non_blocking=True)
+        out[key] = value
+    if "pixel_values" in out:
+        base = resolved.base()  # a dual encoder's vision tower has the image config
+        check_pixels(out["pixel_values"][:b], base, resolved.map.fixed_image_size)
+        check_pixels(out["pixel_values"][b:], base, resolved.map.fixed_image_size)
+    return out, b
+
+
+def check_pixels(pixels: torch.Tensor, model: nn.Module, fixed_image_size: bool) -> None:
+    """Refuse pixels the model cannot take (channels; size, for a family whose embedding has a fixed size).
+
+    The one pixel-shape check: the estimator runs it on every batch, ``PlasticityCallback`` on its held-out pairs.
+    """
+    config = getattr(model, "config", None)
     channels = getattr(config, "num_channels", None)
     if channels is not None and pixels.shape[1] != channels:
         raise InvalidInputError(
@@ -441,7 +654,7 @@ def _check_pixels(pixels: torch.Tensor, resolved: ResolvedComponents) -> None:
             "model's image processor"
         )
     size = getattr(config, "image_size", None)
-    if resolved.map.fixed_image_size and size is not None:
+    if fixed_image_size and size is not None:
         want = (size, size) if isinstance(size, int) else tuple(size)
         if tuple(pixels.shape[-2:]) != want:
             raise InvalidInputError(
@@ -462,7 +675,52 @@ def _resolve(model: nn.Module) -> ResolvedComponents:
 
 
 def _needs_processor(obj: Any) -> bool:
-    return is_hf_dataset(obj) and "pixel_values" not in obj.column_names
+    return is_hf_dataset(obj) and "pixel_values" not in obj.column_names and not needs_tokenizer(obj)
+
+
+def _load_tokenizer(model: nn.Module) -> Any:
+    """The tokenizer saved beside the model, or None (the data layer then names the fix)."""
+    from transformers import AutoTokenizer
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    if not name:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_modality(model: nn.Module, vocab_size: int | None, data: Any, reference: Any, text_column: Any) -> None:
+    """Text for a text model, images for an image model: the other way round fails deep inside the forward."""
+    for role, obj in (("downstream", data), ("reference", reference)):
+        if obj is None:
+            continue
+        text = needs_tokenizer(obj, text_column) or is_token_tensor(obj)
+        pixels = isinstance(obj, torch.Tensor) and obj.ndim == 4
+        if text and vocab_size is None and isinstance(obj, torch.Tensor) and obj.is_floating_point():
+            raise InvalidInputError(
+                f"{role} pixel values must have shape (N, channels, height, width), got {tuple(obj.shape)}"
+            )
+        if text and vocab_size is None:
+            raise InvalidInputError(
+                f"the {role} data is text but {type(model).__name__} takes images (its config has no vocab_size); "
+                "measure a text model on text, or pass images (pixel tensors or an image data set)"
+            )
+        if pixels and vocab_size is not None:
+            raise InvalidInputError(
+                f"the {role} data holds pixels but {type(model).__name__} takes token ids; pass input_ids (N, L) "
+                "or text with tokenizer="
+            )
+
+
+def _text_limits(config: Any) -> tuple[int | None, int | None]:
+    """The vocabulary size and the longest sequence of a text model's config (None, None for an image model)."""
+    vocab = getattr(config, "vocab_size", None)
+    if not isinstance(vocab, int):
+        return None, None
+    longest = getattr(config, "max_position_embeddings", None)
+    return vocab, longest if isinstance(longest, int) and longest > 0 else None
 
 
 def _load_processor(model: nn.Module) -> Any:

@@ -6,7 +6,7 @@ because a merged report recomputes attention's bound at the merged embedding rad
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,8 @@ class WeightBounds:
     components: tuple[str, ...]
     layers: np.ndarray
     heads: np.ndarray
+    notes: dict[str, str] = field(default_factory=dict)
+    """Per component, what its bound assumes or why it has none (then NaN: stored as null)."""
 
     def full(self, radius: float, seq_len: int) -> np.ndarray:
         """All bounds (layers, components), attention's from the embedding radius and sequence length."""

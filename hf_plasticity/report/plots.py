@@ -75,7 +75,7 @@ def plot_report(
         ax_depth.set_yscale("log")
         ax_dist.set_yscale("log")
     legend_ax = ax_depth
-    if has_bounds:
+    if has_bounds and bounds is not None:
         ax_frac = axes[2]
         with np.errstate(divide="ignore", invalid="ignore"):
             fraction = np.where(bounds > 0, mean / bounds, np.nan)

@@ -4,6 +4,10 @@ The report keeps the mergeable sums (count, sum, sum of squares per layer and co
 only means, so reports of shards measured by several processes merge exactly; beside them, the paper's
 theoretical upper bounds and the embedding statistics they need (radius, token spread). It knows nothing
 of PEFT or model cards; they read it. Figures live in :mod:`.plots`, tables in :mod:`.tables`.
+
+Why one module of ~650 lines: the statistics, merging and the JSON format share one set of arrays and
+invariants (shapes per layer and component, schema versions, pair coverage), and reading a file checks
+them all against the same class; what only reads a report (tables, figures, cards) is already apart.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ import numpy as np
 
 from ..components import COMPONENTS, rank_components
 from ..errors import (
+    IncompatibleReportsError,
     InvalidInputError,
     LegacyReportWarning,
+    MissingDataError,
     OverlappingPairsError,
     ReportFormatError,
     UnknownComponentError,
 )
-from ..io import atomic_write_text
+from ..io import atomic_write_text, jsonable
 from ..stats import mean_std, merge_ranges, ranges_overlap
 from .bounds import WeightBounds
 
@@ -184,6 +190,14 @@ class PlasticityReport:
         return self._token_mean("spread_sum")
 
     @property
+    def token_rms(self) -> float:
+        """Mean per-token root mean square of the block-0 inputs (an RMSNorm's rate ~ gain / RMS); NaN in
+        reports written before it was recorded."""
+        if not self.tokens or "rms_sum" not in self.tokens:
+            return math.nan
+        return self._token_mean("rms_sum")
+
+    @property
     def seq_len(self) -> int | None:
         return None if not self.tokens else int(self.tokens["seq_len"])
 
@@ -264,7 +278,10 @@ class PlasticityReport:
             other.protocol,
             other.model.get("config_hash"),
         ):
-            raise ValueError("cannot merge reports of different models, protocols or component sets")
+            raise IncompatibleReportsError(
+                "cannot merge reports of different models, protocols or component sets: merge only shards of one "
+                "measurement (the same model, protocol and --components), or compare the reports side by side"
+            )
         if self.schema_version != other.schema_version:
             raise ReportFormatError(
                 f"cannot merge a schema-{self.schema_version} report with a schema-{other.schema_version} one: "
@@ -310,28 +327,30 @@ class PlasticityReport:
             "num_layers": self.num_layers,
             "module_paths": self.module_paths,
             "ranking": self.ranking(),
-            "summary": {c: {k: _json_float(v) for k, v in s._asdict().items()} for c, s in self.summary().items()},
+            "summary": {c: {k: jsonable(v) for k, v in s._asdict().items()} for c, s in self.summary().items()},
             "stats": {
                 "count": self.count.tolist(),
                 "sum": self.sum.tolist(),
                 "sum_sq": self.sum_sq.tolist(),
                 "excluded": self.excluded.tolist(),
             },
-            "mean": _nan_to_none(self.mean),
-            "ci95": _nan_to_none(self.ci95),
+            "mean": jsonable(self.mean),
+            "ci95": jsonable(self.ci95),
         }
         if self.tokens:
             out["tokens"] = {
                 **self.tokens,
-                "radius": _json_float(self.radius),
-                "token_spread": _json_float(self.token_spread),
+                "radius": jsonable(self.radius),
+                "token_spread": jsonable(self.token_spread),
+                "token_rms": jsonable(self.token_rms),
             }
         if self.weight_bounds is not None:
             out["bounds"] = {
                 "components": list(self.weight_bounds.components),
-                "weights": _nan_to_none(self.weight_bounds.layers),
+                "weights": jsonable(self.weight_bounds.layers),
                 "attention_heads": self.weight_bounds.heads.tolist(),
-                "upper_bounds": _nan_to_none(self.bounds),
+                "upper_bounds": None if self.bounds is None else jsonable(self.bounds),
+                "notes": dict(self.weight_bounds.notes),
             }
         if self.coverage is not None:
             out["coverage"] = self.coverage
@@ -418,7 +437,7 @@ class PlasticityReport:
         """Read a report written by :meth:`save`; a missing, corrupt or foreign file raises a clear error."""
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"no report at {str(p)!r}; create one with `hf-plasticity measure ... --out`")
+            raise MissingDataError(f"no report at {str(p)!r}; create one with `hf-plasticity measure ... --out`")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -529,23 +548,18 @@ def _finite(x: float) -> float:
     return x if math.isfinite(x) else -math.inf
 
 
-def _nan_to_none(a: np.ndarray) -> list[list[float | None]]:
-    return [[None if not math.isfinite(v) else float(v) for v in row] for row in a.tolist()]
-
-
-def _json_float(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
 def _merge_tokens(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
     if not a or not b:
         return None
-    return {
+    out = {
         "images": a["images"] + b["images"],
         "radius_sum": a["radius_sum"] + b["radius_sum"],
         "spread_sum": a["spread_sum"] + b["spread_sum"],
         "seq_len": a["seq_len"],
     }
+    if "rms_sum" in a and "rms_sum" in b:
+        out["rms_sum"] = a["rms_sum"] + b["rms_sum"]
+    return out
 
 
 def _same_bounds(a: WeightBounds | None, b: WeightBounds | None) -> WeightBounds | None:
@@ -555,14 +569,20 @@ def _same_bounds(a: WeightBounds | None, b: WeightBounds | None) -> WeightBounds
     if a.components != b.components or not (
         np.allclose(a.layers, b.layers, rtol=1e-6, equal_nan=True) and np.allclose(a.heads, b.heads, rtol=1e-6)
     ):
-        raise ValueError("cannot merge reports of models with different weights (their theoretical bounds differ)")
+        raise IncompatibleReportsError(
+            "cannot merge reports of models with different weights (their theoretical bounds differ): merge only "
+            "shards measured on the same checkpoint"
+        )
     return a
 
 
 def _tokens_from_dict(d: Any) -> dict[str, Any] | None:
     if not d:
         return None
-    return {k: d[k] for k in ("images", "radius_sum", "spread_sum", "seq_len")}
+    out = {k: d[k] for k in ("images", "radius_sum", "spread_sum", "seq_len")}
+    if "rms_sum" in d:  # reports before text models lack it
+        out["rms_sum"] = d["rms_sum"]
+    return out
 
 
 def _bounds_from_dict(d: Any) -> WeightBounds | None:
@@ -570,7 +590,7 @@ def _bounds_from_dict(d: Any) -> WeightBounds | None:
         return None
     layers = np.array([[np.nan if v is None else v for v in row] for row in d["weights"]], dtype=np.float64)
     heads = np.asarray(d["attention_heads"], dtype=np.float64).reshape(layers.shape[0], -1, 2)
-    return WeightBounds(tuple(d["components"]), layers, heads)
+    return WeightBounds(tuple(d["components"]), layers, heads, dict(d.get("notes") or {}))
 
 
 def _validate_report_dict(d: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..components import COMPONENTS
-from ..io import atomic_write_text
+from ..io import atomic_write_text, jsonable
 from .methods import METHODS, SELECTIONS
 
 SCHEMA = "hf_plasticity.reproduce"
@@ -33,7 +33,7 @@ def write_results(
         "statistics": stats,
     }
     paths = {
-        "json": atomic_write_text(out / "results.json", json.dumps(_clean(document), indent=1, allow_nan=False)),
+        "json": atomic_write_text(out / "results.json", json.dumps(jsonable(document), indent=1, allow_nan=False)),
         "figure": out / "gain_vs_plasticity.png",
     }
     optimizer = "sgd" if "sgd" in stats["summary"] else next(iter(stats["summary"]))
@@ -209,16 +209,3 @@ def _comparison_table(stats: Mapping[str, Any], tasks: list[str]) -> list[str]:
 def _points(value: float | None) -> str:
     """A difference in accuracy points, or a dash where a baseline was not run (NaN / null)."""
     return "–" if value is None or not math.isfinite(value) else f"{value:+.1f}"
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-ready copy: numpy values as plain numbers and lists, NaN and infinities as null."""
-    if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return _clean(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -112,7 +112,9 @@ def pareto_figure(analysis: dict[str, Any], path: Any, optimizer: str = "adamw")
             linewidths=1.8,
             zorder=3,
         )
-        ax.annotate(name, (100 * v["share"], 100 * v["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        every = max(len(w["tasks"]) for w in table.values())
+        label = name if len(v["tasks"]) == every else f"{name} ({', '.join(v['tasks'])} only)"
+        ax.annotate(label, (100 * v["share"], 100 * v["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (% of the model, head included; log scale)")
     ax.set_ylabel("test accuracy (%, mean of tasks x seeds)")
@@ -194,8 +196,8 @@ def write_pareto(results: dict[str, Any], stats: dict[str, Any], out_dir: Any, c
     """``results.json`` (every run and statistic), ``results.md`` (the tables) and ``pareto.png``."""
     from pathlib import Path
 
-    from ..io import atomic_write_text
-    from .output import SCHEMA, SCHEMA_VERSION, _clean, source_model
+    from ..io import atomic_write_text, jsonable
+    from .output import SCHEMA, SCHEMA_VERSION, source_model
 
     out = Path(out_dir)
     document = {
@@ -207,10 +209,10 @@ def write_pareto(results: dict[str, Any], stats: dict[str, Any], out_dir: Any, c
         "statistics": stats,
     }
     paths: dict[str, Any] = {
-        "json": atomic_write_text(out / "results.json", json.dumps(_clean(document), indent=1, allow_nan=False))
+        "json": atomic_write_text(out / "results.json", json.dumps(jsonable(document), indent=1, allow_nan=False))
     }
     optimizer = "adamw" if "adamw" in stats["budgets"] else next(iter(stats["budgets"]))
     paths["figure"] = out / "pareto.png"
     pareto_figure(stats, paths["figure"], optimizer=optimizer)
-    paths["markdown"] = atomic_write_text(out / "results.md", pareto_markdown(_clean(document)))
+    paths["markdown"] = atomic_write_text(out / "results.md", pareto_markdown(jsonable(document)))
     return paths

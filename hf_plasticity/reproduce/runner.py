@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
@@ -30,7 +30,7 @@ from .methods import ALL_METHODS, DESCRIPTIONS, METHODS, ResolvedMethod, base_mo
 from .tasks import TASKS, Task, prepare_task
 
 SEEDS = (0, 42, 3407)
-PROTOCOLS = ("shared", "in_situ")
+PROTOCOLS: tuple[Literal["shared", "in_situ"], ...] = ("shared", "in_situ")
 REFERENCE = "fashion-mnist-sample"
 
 
@@ -201,8 +201,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
     tasks = {name: prepare_task(name, processor, spec.limits) for name in spec.tasks}
     reference = load_fashion_mnist_sample()
     measurements, reports = {}, {}
-    for name, task in tasks.items():
-        reports[name], measurements[name] = _measure(task, reference, processor, spec, out, progress)
+    for name, prepared in tasks.items():
+        reports[name], measurements[name] = _measure(prepared, reference, processor, spec, out, progress)
     budgets = {name: lora_share(task.num_labels) for name, task in tasks.items()}
     shares = {}
     if spec.pareto:
@@ -215,7 +215,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
     }
     measured_at = time.perf_counter() - started
     cache_root = Path(spec.cache_dir or out / "runs") / _protocol_hash(spec)
-    chosen_runs, grid = [], {}
+    chosen_runs: list[dict[str, Any]] = []
+    grid: dict[str, Any] = {}
     for plan in spec.optimizers:
         plan_tasks = [t for t in spec.tasks if plan.tasks is None or t in plan.tasks]
         plan_methods = [m for m in spec.methods if plan.methods is None or m in plan.methods]
@@ -227,7 +228,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
             for lr in plan.lrs
         ]
         first = _execute(jobs, tasks, spec, progress, f"{plan.name}: learning-rate grid (seed {spec.seeds[0]})")
-        best = {}
+        best: dict[tuple[str, str], float] = {}
         for (task, key), (_, names) in gridded.items():
             tried = [r for r in first if r["task"] == task and r["run_key"] == key]
             if not tried:  # cached_only, and this group never ran
@@ -252,9 +253,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
         ]
         rest = _execute(jobs, tasks, spec, progress, f"{plan.name}: seeds")
         for result in [*first, *rest]:
-            key = (result["task"], result["run_key"])
-            if result["lr"] == best[key]:
-                chosen_runs.append({**result, "methods": groups[key][1]})
+            run = (result["task"], result["run_key"])
+            if result["lr"] == best[run]:
+                chosen_runs.append({**result, "methods": groups[run][1]})
     unique = {(r["optimizer"], r["task"], r["run_key"], r["seed"]): r for r in chosen_runs}  # plans may overlap
     chosen_runs = list(unique.values())
     return {
@@ -284,7 +285,8 @@ def _measure(
     model = load_model(BUNDLED)
     train = task.split_dataset("train")
     num_pairs = min(spec.num_pairs, len(train), len(reference))
-    reports, summary = {}, {}
+    reports: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
     for protocol in PROTOCOLS:
         report = measure_plasticity(
             model,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..components import COMPONENTS, THEORETICAL_RANKING
+from ..errors import InvalidInputError
 from .methods import SELECTIONS
 
 
@@ -84,7 +85,9 @@ def wilcoxon_greater(first: Sequence[float], second: Sequence[float]) -> dict[st
     a = np.asarray(first, dtype=np.float64)
     b = np.asarray(second, dtype=np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
+        raise InvalidInputError(
+            f"paired samples differ in length: {a.shape} vs {b.shape}; pair each seed's result with its own"
+        )
     diff = a - b
     mean_difference = float(diff.mean()) if diff.size else math.nan
     out: dict[str, Any] = {"n": int(diff.size), "differences": diff.tolist(), "mean_difference": mean_difference}

@@ -22,7 +22,7 @@ from typing import Any
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
-from ..errors import InPlaceAdapterError
+from ..errors import AdapterCombinationError, InPlaceAdapterError
 
 
 def in_place_error(action: str) -> InPlaceAdapterError:
@@ -46,7 +46,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
         super().__init__()
         self.keep_original = keep_original
         if keep_original:
-            self.base_layer = base_layer  # registered as a child; read back through the property below
+            self.base_layer = base_layer  # type: ignore[misc]  # nn.Module registers it; read through the property
             self.plasticity_modules = nn.ModuleDict({})
         else:
             # A view of the module: the same registries, so its parameters keep their own names everywhere. The
@@ -63,7 +63,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
     def base_layer(self) -> nn.Module:
         # In place, the trained module *is* the base layer, seen by PEFT's unloading as the base.
         if self.keep_original:
-            return self._modules["base_layer"]
+            return self._modules["base_layer"]  # type: ignore[return-value]  # set in __init__, never None
         return next(iter(self.plasticity_modules.values()))
 
     def update_layer(self, adapter_name: str, inference_mode: bool = False, **kwargs: Any) -> None:
@@ -89,7 +89,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
             self.merged_adapters.extend(adapter_names)  # nothing to move; recorded so get_model_status() says so
             return
         if len(adapter_names) > 1:
-            raise ValueError(
+            raise AdapterCombinationError(
                 f"cannot merge {len(adapter_names)} plasticity adapters at once: each replaces the same module's "
                 "weights; merge one adapter"
             )
@@ -97,7 +97,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
             warnings.warn(f"already merged with {self.merged_adapters}; unmerging first", stacklevel=2)
             self.unmerge()
         name = adapter_names[0]
-        self.base_layer, self.plasticity_modules[name] = self.plasticity_modules[name], self.base_layer
+        self.base_layer, self.plasticity_modules[name] = self.plasticity_modules[name], self.base_layer  # type: ignore[misc]
         self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
@@ -107,7 +107,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
         name = self.merged_adapters.pop()
         if not self.keep_original:
             return  # merged and unmerged are the same weights: the adapter's
-        self.base_layer, self.plasticity_modules[name] = self.plasticity_modules[name], self.base_layer
+        self.base_layer, self.plasticity_modules[name] = self.plasticity_modules[name], self.base_layer  # type: ignore[misc]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.disable_adapters:
@@ -120,7 +120,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
         if not active:
             return self.base_layer(*args, **kwargs)
         if len(active) > 1:
-            raise ValueError(
+            raise AdapterCombinationError(
                 f"{len(active)} plasticity adapters are active ({active}) but each replaces this module whole, so "
                 "they cannot be combined; activate one with model.set_adapter(name)"
             )

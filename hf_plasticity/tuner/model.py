@@ -24,9 +24,10 @@ from peft.tuners.tuners_utils import (
     check_target_module_exists,
 )
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ..components import resolve_components
-from ..errors import AdapterLoadError, InvalidInputError
+from ..errors import AdapterCombinationError, AdapterLoadError, InvalidInputError
 from ..report.report import PlasticityReport
 from .config import PlasticityConfig
 from .layer import PlasticityLayer, in_place_error
@@ -49,7 +50,8 @@ class PlasticityModel(BaseTuner):
 
     prefix: str = "plasticity_"
     tuner_layer_cls = BaseTunerLayer  # PlasticityLayer, and PEFT's own LoRA layers in mode="lora"
-    target_module_mapping: ClassVar[dict[str, list[str]]] = {}
+    target_module_mapping: ClassVar[dict[str, list[str]]] = {}  # type: ignore[misc]  # PEFT's is per instance
+    peft_config: dict[str, PlasticityConfig]  # type: ignore[assignment]  # PEFT types it as any PeftConfig
     _container: ClassVar[str] = PlasticityLayer.adapter_layer_names[0]
 
     plasticity_reports: dict[str, PlasticityReport]
@@ -83,7 +85,7 @@ class PlasticityModel(BaseTuner):
         self._resolve_targets(model, adapter_name)
         if state_dict is not None:
             state_dict = {f"{m}.{self.prefix}": None for m in _modules_in_state_dict(model, state_dict)}
-        super().inject_adapter(model, adapter_name, *args, state_dict=state_dict, **kwargs)
+        super().inject_adapter(model, adapter_name, *args, state_dict=state_dict, **kwargs)  # type: ignore[misc]
 
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
@@ -99,7 +101,7 @@ class PlasticityModel(BaseTuner):
         return super()._remove_adapter_name_from_key(key, adapter_name)
 
     @classmethod
-    def _remap_adapter_state_dict_for_load(
+    def _remap_adapter_state_dict_for_load(  # type: ignore[override]
         cls, model: nn.Module, config: PlasticityConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """PEFT's remapping, plus: a full-mode file loads whether it was saved in place or beside a kept original,
@@ -173,16 +175,18 @@ class PlasticityModel(BaseTuner):
         else:
             config.target_modules = list(config.selected_modules)
 
-    def _prepare_adapter_config(self, peft_config: PlasticityConfig, model_config: dict) -> PlasticityConfig:
+    def _prepare_adapter_config(  # type: ignore[override]  # PEFT's tuners narrow the config to their own
+        self, peft_config: PlasticityConfig, model_config: dict
+    ) -> PlasticityConfig:
         return peft_config  # targets are resolved from the live model in _pre_injection_hook
 
     @staticmethod
-    def _check_target_module_exists(peft_config: PlasticityConfig, key: str) -> bool:
+    def _check_target_module_exists(peft_config: PlasticityConfig, key: str) -> bool:  # type: ignore[override]
         # PEFT's own matcher: with 20+ targets PEFT rewrites the full names into the shortest suffixes
         # that match them and no other module, so exact-name matching alone would miss them.
         return bool(check_target_module_exists(peft_config, key))
 
-    def _create_and_replace(
+    def _create_and_replace(  # type: ignore[override]
         self,
         peft_config: PlasticityConfig,
         adapter_name: str,
@@ -192,7 +196,7 @@ class PlasticityModel(BaseTuner):
         current_key: str,
         **kwargs: Any,
     ) -> None:
-        lora = peft_config.mode == "lora" and isinstance(target, nn.Linear | LoraLayer)
+        lora = peft_config.mode == "lora" and isinstance(target, nn.Linear | LoraLayer | Conv1D)
         if lora and isinstance(target, LoraLayer):
             target.update_layer(adapter_name, peft_config.r, peft_config.lora_alpha, config=_lora_config(peft_config))
             return
@@ -208,9 +212,11 @@ class PlasticityModel(BaseTuner):
             new: nn.Module = LoraLinear(
                 target,
                 adapter_name,
-                config=_lora_config(peft_config),
+                # GPT-2's Conv1D stores its weight in x out: LoRA must know to transpose its update
+                config=_lora_config(peft_config, fan_in_fan_out=isinstance(target, Conv1D)),
                 r=peft_config.r,
                 lora_alpha=peft_config.lora_alpha,
+                is_target_conv_1d_layer=isinstance(target, Conv1D),
             )
         else:
             new = PlasticityLayer(
@@ -233,6 +239,11 @@ class PlasticityModel(BaseTuner):
                 weight = next(new_module.get_base_layer().parameters(), None)
                 if weight is not None and weight.device.type != "meta":
                     new_module.plasticity_modules.to(weight.device)
+            return
+        if not hasattr(new_module, "base_layer") and not isinstance(getattr(new_module, "weight", None), torch.Tensor):
+            # a head that is a block, not a linear (RoBERTa's dense + out_proj), handed back by unload(): PEFT's
+            # version would copy a .weight it does not have
+            setattr(parent, child_name, new_module)
             return
         super()._replace_module(parent, child_name, new_module, child)
 
@@ -260,10 +271,25 @@ class PlasticityModel(BaseTuner):
         if any(c.in_place for c in self.peft_config.values()):
             raise in_place_error(action)
 
+    def _unload_and_optionally_merge(
+        self,
+        merge: bool = True,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+    ) -> Any:
+        """PEFT's, after refusing a merge of several full-mode adapters before any module is touched."""
+        if merge:
+            self._unloading_checks(adapter_names)
+        return super()._unload_and_optionally_merge(merge, progressbar, safe_merge, adapter_names)
+
     def _unloading_checks(self, adapter_names: list[str] | None) -> None:
         adapters = adapter_names or self.active_adapters
         if len(adapters) > 1 and any(self.peft_config[a].mode == "full" for a in adapters):
-            raise ValueError("cannot merge several full-mode plasticity adapters: each replaces the same weights")
+            raise AdapterCombinationError(
+                "cannot merge several full-mode plasticity adapters: each replaces the same weights; merge one "
+                "adapter (merge_and_unload(adapter_names=[name]))"
+            )
 
 
 def _called_by_transformers_load_adapter() -> bool:
@@ -272,7 +298,7 @@ def _called_by_transformers_load_adapter() -> bool:
     It is the one loader that cannot be taught our mode-'lora' keys (see the error above), and nothing of ours
     runs inside it but this injection: the call stack is the only place to tell it from PEFT's own loaders.
     """
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
         if code.co_name == "load_adapter" and "transformers" in code.co_filename.replace("\\", "/").split("/"):
@@ -302,7 +328,7 @@ def _shape_text(shape: dict[str, int]) -> str:
 
 def _modules_in_state_dict(model: nn.Module, state_dict: dict[str, Any]) -> set[str]:
     """The modules a saved adapter wraps, from its keys: before a container/LoRA factor, else a component path."""
-    components = {path for _, _, path in resolve_components(model).iter_modules()}
+    components = {path for _, _, path in resolve_components(model).iter_module_paths()}
     found = set()
     for key in state_dict:
         key = key.removeprefix("_orig_mod.").removeprefix("base_model.model.")
@@ -337,7 +363,7 @@ def _check_shapes(module: nn.Module, state_dict: dict, prefix: str, *args: Any) 
     )
 
 
-def _lora_config(config: PlasticityConfig) -> LoraConfig:
+def _lora_config(config: PlasticityConfig, fan_in_fan_out: bool = False) -> LoraConfig:
     """The LoRA settings PEFT's LoRA layers read, taken from the plasticity config."""
     return LoraConfig(
         r=config.r,
@@ -345,4 +371,5 @@ def _lora_config(config: PlasticityConfig) -> LoraConfig:
         lora_dropout=config.lora_dropout,
         target_modules=list(config.target_modules or []),
         inference_mode=config.inference_mode,
+        fan_in_fan_out=fan_in_fan_out,
     )

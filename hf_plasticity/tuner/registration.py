@@ -1,10 +1,13 @@
 """Register the ``PLASTICITY`` method's config and tuner classes with PEFT (see :mod:`.peft_type` for the
-enum member PEFT needs first).
+enum member PEFT needs first), and teach PEFT's base-model state-dict helpers about in-place adapters.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from .config import PlasticityConfig
+from .layer import PlasticityLayer
 from .model import PlasticityModel
 from .peft_type import NAME, ensure_peft_type
 
@@ -14,6 +17,7 @@ def register() -> None:
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from peft.utils import register_peft_method
 
+    _count_in_place_weights_as_base()
     member = ensure_peft_type()
     if PEFT_TYPE_TO_CONFIG_MAPPING.get(member) is PlasticityConfig:
         return
@@ -24,7 +28,7 @@ def register() -> None:
     )
 
 
-def _unregister(member: object) -> None:
+def _unregister(member: Any) -> None:
     from peft.mapping import (
         PEFT_TYPE_TO_CONFIG_MAPPING,
         PEFT_TYPE_TO_MIXED_MODEL_MAPPING,
@@ -39,3 +43,31 @@ def _unregister(member: object) -> None:
         PEFT_TYPE_TO_PREFIX_MAPPING,
     ):
         mapping.pop(member, None)
+
+
+def _count_in_place_weights_as_base() -> None:
+    """Make ``peft.utils.get_base_model_state_dict``/``set_base_model_state_dict`` keep in-place trained weights.
+
+    PEFT tells adapter keys from base keys structurally: every direct member of a tuner layer except its
+    ``base_layer`` belongs to the adapter. An in-place layer is a view whose members *are* the module's own
+    weights (that is how they train, save in the adapter file and keep their names), so they are adapter and
+    base weights at once; PEFT's base helpers would drop them (``vit.layers.0.attention.k_proj.weight``, ...).
+    Only those helpers read ``_get_adapter_state_dict_key_prefixes``; it now leaves in-place layers out, and every
+    other model gets PEFT's answer unchanged.
+    """
+    from peft.utils import save_and_load
+
+    original = getattr(save_and_load, "_get_adapter_state_dict_key_prefixes", None)
+    if original is None or getattr(original, "_hf_plasticity", False):
+        return  # a PEFT without the helper (tests/test_peft_conformance.py shows whether it still round-trips)
+
+    def adapter_prefixes(model: Any) -> set[str]:
+        in_place = {
+            name
+            for name, module in model.base_model.model.named_modules()
+            if isinstance(module, PlasticityLayer) and not module.keep_original
+        }
+        return {p for p in original(model) if p.rpartition(".")[0] not in in_place}
+
+    adapter_prefixes._hf_plasticity = True  # type: ignore[attr-defined]
+    save_and_load._get_adapter_state_dict_key_prefixes = adapter_prefixes

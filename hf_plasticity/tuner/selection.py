@@ -13,6 +13,7 @@ from typing import Any
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ..components import (
     COMPONENTS,
@@ -70,10 +71,12 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
         chosen = _fill_budget(model, config, scored, heads)
     if not chosen:
         raise InvalidInputError(f"the {rule} rule selected no module (layers {sorted(layers)}); widen the selection")
+    # a component made of several modules (stacked gate/up, attention + its output projection) trains them all
+    expand = resolved.modules_of
     return Selection(
-        modules=chosen,
-        scores={p: scores[p] for p in chosen if p in scores},
-        components={p: candidates[p] for p in chosen},
+        modules=[m for p in chosen for m in expand(p)],
+        scores={m: scores[p] for p in chosen if p in scores for m in expand(p)},
+        components={m: candidates[p] for p in chosen for m in expand(p)},
         heads=heads,
     )
 
@@ -86,16 +89,17 @@ def lora_targets(model: nn.Module, modules: list[str]) -> list[str]:
     from peft.tuners.lora.layer import LoraLayer
 
     targets = []
+    linear = (nn.Linear, LoraLayer, Conv1D)
     for path in modules:
         module = model.get_submodule(path)
-        if isinstance(module, nn.Linear | LoraLayer):
+        if isinstance(module, linear):
             targets.append(path)
             continue
         found: list[str] = []
         for name, sub in module.named_modules():
             if not name or any(name.startswith(f + ".") for f in found):
                 continue
-            if isinstance(sub, nn.Linear | LoraLayer):
+            if isinstance(sub, linear):
                 found.append(name)
         targets.extend([f"{path}.{n}" for n in found] or [path])
     return targets
@@ -126,23 +130,38 @@ def trainable_cost(module: nn.Module, config: PlasticityConfig) -> int:
     """Parameters that training ``module`` adds: all of them (full), or its LoRA factors (lora)."""
     if config.mode == "full":
         return base_parameter_count(module)
-    linears = [m for m in base_modules(module) if isinstance(m, nn.Linear)]
+    linears = [m for m in base_modules(module) if isinstance(m, nn.Linear | Conv1D)]
     if not linears:
         return base_parameter_count(module)
-    return sum(config.r * (m.in_features + m.out_features) for m in linears)
+    return sum(config.r * sum(m.weight.shape) for m in linears)
 
 
 def _check_heads(model: nn.Module, config: PlasticityConfig, resolved: ResolvedComponents) -> list[str]:
     """``modules_to_save`` names must match a module (as PEFT matches them: a path or its last parts)."""
     names = [n for n, _ in model.named_modules() if n]
     unmatched = [h for h in config.modules_to_save if not any(n == h or n.endswith("." + h) for n in names)]
+    # PeftModelForSequenceClassification appends both of its usual head names to every config ("classifier",
+    # "score"); a model has one of them, so the other matching nothing is PEFT's doing, not the user's mistake
+    added = [h for h in _PEFT_SEQ_CLS_HEADS if h in unmatched] if _task(config) == "SEQ_CLS" else []
+    if added and len(added) < len(_PEFT_SEQ_CLS_HEADS):
+        unmatched = [h for h in unmatched if h not in added]
+    else:
+        added = []
     if unmatched:
         raise InvalidInputError(
             f"modules_to_save={config.modules_to_save}: {unmatched} match no module of this model, so the head would "
             f"stay frozen; this model's head is {resolved.head_paths()} (pass modules_to_save=None to train it, or [] "
             "to train no head)"
         )
-    return list(config.modules_to_save)
+    return list(dict.fromkeys(h for h in config.modules_to_save if h not in added))
+
+
+_PEFT_SEQ_CLS_HEADS = ("classifier", "score")
+
+
+def _task(config: PlasticityConfig) -> str | None:
+    task = getattr(config, "task_type", None)
+    return None if task is None else str(getattr(task, "value", task))
 
 
 def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], heads: list[str]) -> list[str]:
@@ -156,17 +175,22 @@ def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], 
         )
     used, chosen = head_cost, []
     for path in scored:
-        cost = trainable_cost(model.get_submodule(path), config)
+        cost = _component_cost(model, path, config)
         if used + cost <= allowance:
             chosen.append(path)
             used += cost
     if not chosen:
-        smallest = min((trainable_cost(model.get_submodule(p), config) for p in scored), default=0)
+        smallest = min((_component_cost(model, p, config) for p in scored), default=0)
         raise InvalidInputError(
             f"budget={config.budget} ({int(allowance)} parameters, {head_cost} taken by the head) fits no module; "
             f"the smallest needs {smallest}: raise the budget"
         )
     return chosen
+
+
+def _component_cost(model: nn.Module, name: str, config: PlasticityConfig) -> int:
+    """What training a component costs: the sum over the modules its name stands for (``a+b``)."""
+    return sum(trainable_cost(model.get_submodule(p), config) for p in ResolvedComponents.modules_of(name))
 
 
 def _layers(config: PlasticityConfig, resolved: ResolvedComponents) -> set[int]:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from ...components import COMPONENTS, THEORETICAL_RANKING, rank_components
 from ...errors import ModelCardError, PlasticityError
+from ...io import jsonable
 from ...report.report import PlasticityReport
-from .common import PAPER, REPORT_NAME, TOP_MODULES, num, plain, version
+from .common import PAPER, REPORT_NAME, TOP_MODULES, num, version
 from .sources import plasticity_config_of, public_name, public_score_source, report_of
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ def _top(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _selection(config: PlasticityConfig) -> dict[str, Any]:
     rule = config.rule
-    out: dict[str, Any] = {"rule": rule, "value": plain(getattr(config, rule)), "mode": config.mode}
+    out: dict[str, Any] = {"rule": rule, "value": jsonable(getattr(config, rule), digits=6), "mode": config.mode}
     out["layers"] = list(config.layers) if config.layers is not None else "all"
     if config.mode == "full":
         out["keep_original"] = bool(config.keep_original)

@@ -1,0 +1,104 @@
+"""The component registry: the one ranking rule, map validation, registration, lookup and binding to a model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hf_plasticity import components
+from hf_plasticity.components import (
+    COMPONENTS,
+    ComponentMap,
+    ComponentSpec,
+    get_component_map,
+    rank_components,
+    register_component_map,
+    registered_model_types,
+    resolve_components,
+    validate_components,
+)
+from hf_plasticity.errors import ComponentMapError, UnknownComponentError, UnsupportedModelError
+
+from .conftest import TINY_MODELS
+
+RANKING_CASES = {
+    # scores -> expected order: highest first; ties in COMPONENTS order; missing or non-finite scores last
+    "by-score": ({"mha": 1.0, "ffn_fc1": 3.0, "attn_norm": 2.0}, ["ffn_fc1", "attn_norm", "mha"]),
+    "tie-canonical": ({"ffn_fc2": 1.0, "attn_norm": 1.0, "mha": 1.0}, ["attn_norm", "mha", "ffn_fc2"]),
+    "nan-last": ({"mha": math.nan, "ffn_norm": 0.5}, ["ffn_norm", "mha"]),
+    "none-last": ({"ffn_fc1": None, "ffn_fc2": -1.0}, ["ffn_fc2", "ffn_fc1"]),
+    "inf-last": ({"mha": math.inf, "attn_norm": 0.0}, ["attn_norm", "mha"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RANKING_CASES), ids=sorted(RANKING_CASES))
+def test_rank_components(case: str) -> None:
+    scores, expected = RANKING_CASES[case]
+    assert rank_components(scores) == expected
+
+
+def _spec_map(names: list[str]) -> dict[str, ComponentSpec]:
+    return {name: ComponentSpec(f"block.{name}") for name in names}
+
+
+def test_a_map_must_name_every_component() -> None:
+    with pytest.raises(ComponentMapError, match="lacks \\['ffn_fc2'\\]"):
+        ComponentMap(
+            family="half", model_types=("half",), layers="layers", components=_spec_map(list(COMPONENTS[:-1]))
+        )
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, ComponentMap]:
+    """A copy of the registry, restored after the test."""
+    copy = dict(components._REGISTRY)
+    monkeypatch.setattr(components, "_REGISTRY", copy)
+    return copy
+
+
+def test_registering_over_another_map_needs_overwrite(registry: dict[str, ComponentMap]) -> None:
+    other = ComponentMap(family="other", model_types=("vit",), layers="layers", components=_spec_map(list(COMPONENTS)))
+    with pytest.raises(ComponentMapError, match="overwrite=True"):
+        register_component_map(other)
+    assert registry["vit"].family == "vit"
+    assert register_component_map(other, overwrite=True) is other
+    assert get_component_map("vit") is other
+
+
+def test_registering_the_same_map_again_is_harmless(registry: dict[str, ComponentMap]) -> None:
+    same = registry["vit"]
+    assert register_component_map(same) is same
+    assert registered_model_types() == sorted(registry)
+
+
+def test_unknown_model_type_names_the_fix() -> None:
+    with pytest.raises(UnsupportedModelError, match="register_component_map"):
+        get_component_map("swin")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, COMPONENTS), ("mha", ("mha",)), (["ffn_fc2", "attn_norm"], ("attn_norm", "ffn_fc2"))],
+    ids=["all", "one-name", "canonical-order"],
+)
+def test_validate_components(given: object, expected: tuple[str, ...]) -> None:
+    assert validate_components(given) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("given", "match"), [(["mlp"], "unknown component"), ([], "no component selected")])
+def test_validate_components_rejects(given: list[str], match: str) -> None:
+    with pytest.raises(UnknownComponentError, match=match):
+        validate_components(given)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_MODELS), ids=sorted(TINY_MODELS))
+def test_resolved_paths_exist_in_the_model(family: str) -> None:
+    model = TINY_MODELS[family]()
+    resolved = resolve_components(model)
+    names = dict(model.named_modules())
+    assert resolved.num_layers == model.config.num_hidden_layers
+    for layer, comp, path in resolved.iter_modules():
+        assert path in names and f".{layer}." in path
+        assert resolved.component(layer, comp) is names[path]
+    assert resolved.embeddings_path in names
