@@ -47,9 +47,9 @@ def rank_components(scores: Mapping[str, float | None]) -> list[str]:
 
     def key(name: str) -> tuple[float, int, int]:
         value = scores[name]
-        finite = value is not None and math.isfinite(value)
+        first = -value if value is not None and math.isfinite(value) else math.inf
         canonical = COMPONENTS.index(name) if name in COMPONENTS else len(COMPONENTS)
-        return (-value if finite else math.inf, canonical, order[name])
+        return (first, canonical, order[name])
 
     return sorted(scores, key=key)
 

@@ -100,7 +100,7 @@ def resolve_pareto(
         if isinstance(module, nn.Linear) and path.startswith(resolved.layer_path(0).rsplit(".", 1)[0] + ".")
     }
     if family == "budget":
-        kwargs = {"scores": reports[info["protocol"]], "budget": share}
+        kwargs: dict[str, Any] = {"scores": reports[info["protocol"]], "budget": share}
         config = PlasticityConfig(**kwargs)
         modules = select_modules(model, config).modules
         return "plasticity", {"budget": share, "scores": config.resolved_scores()}, modules
@@ -131,7 +131,7 @@ def resolve_pareto(
         from peft.helpers import find_kappa_target_modules
 
         found = find_kappa_target_modules(model, top_p=0.25, show_progress=False)["target_modules"]
-        targets = [p for p in linears if p in set(found) or any(p.endswith("." + f) for f in found)]
+        targets = [p for p in linears if p in set(found or []) or any(p.endswith("." + f) for f in found or [])]
         if not targets:
             raise InvalidInputError(f"KappaTune selected {found}, none of which is a block linear")
         return "peft", _matched_lora(targets, linears, allowance, heads), targets

@@ -9,7 +9,7 @@ whether a measurement is trusted, per component type (``top_k`` and the other ty
 from __future__ import annotations
 
 import math
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from ..components import COMPONENTS, THEORETICAL_RANKING, validate_components
 from ..errors import InvalidInputError
@@ -37,7 +37,7 @@ class Scores(TypedDict, total=False):
 def scores_of(config: Any) -> Scores:
     """The config's scores as plain JSON (a report or a path normalised under its ``signal`` guard); pure."""
     if isinstance(config.scores, dict) and "components" in config.scores and set(config.scores) <= _NORMALISED:
-        return config.scores
+        return cast(Scores, config.scores)
     scores = PlasticityReport.load(config.scores) if isinstance(config.scores, str) else config.scores
     return normalise_scores(scores, config.signal, per_layer=config.budget is not None)[0]
 
@@ -84,7 +84,8 @@ def normalise_scores(scores: Any, signal: str = "auto", per_layer: bool = False)
     if scores is None:
         return {"components": theoretical_scores(), "modules": {}}, "theory (Odonnat et al., 2026)"
     if isinstance(scores, PlasticityReport):
-        return _guarded(scores, signal, per_layer)
+        guarded, source = _guarded(scores, signal, per_layer)
+        return cast(Scores, guarded), source
     if (
         isinstance(scores, dict)
         and set(scores) <= {"components", "modules", "layers", "report"}
@@ -96,7 +97,7 @@ def normalise_scores(scores: Any, signal: str = "auto", per_layer: bool = False)
             "components": dict(scores["components"]),
             "modules": dict(scores.get("modules", {})),
         }
-        return kept, "mapping"
+        return cast(Scores, kept), "mapping"
     if isinstance(scores, dict):
         bad_values = {k: v for k, v in scores.items() if not (_is_number(v) and math.isfinite(v))}
         if bad_values:
