@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
     from .integrations.peft_hooks import install_peft_hooks as install_peft_hooks
     from .measure import measure_plasticity
     from .report import ComponentStat, PlasticityReport
-    from .tuner import PlasticityConfig, PlasticityModel, load_adapter, select_modules
+    from .tuner import PlasticityConfig, PlasticityModel, load_adapter, plasticity_lora_config, select_modules
 
 # public name -> the module (relative to this package) that defines it
 _LAZY = {
@@ -94,7 +94,9 @@ _LAZY = {
     "install_peft_hooks": "integrations.peft_hooks",
     "measure_plasticity": "measure",
     **dict.fromkeys(["ComponentStat", "PlasticityReport"], "report"),
-    **dict.fromkeys(["PlasticityConfig", "PlasticityModel", "load_adapter", "select_modules"], "tuner"),
+    **dict.fromkeys(
+        ["PlasticityConfig", "PlasticityModel", "load_adapter", "plasticity_lora_config", "select_modules"], "tuner"
+    ),
 }
 _SUBMODULES = (
     "cli",
@@ -235,6 +237,7 @@ __all__ = [
     "get_component_map",
     "load_adapter",
     "measure_plasticity",
+    "plasticity_lora_config",
     "push_to_hub",
     "rank_components",
     "register_component_map",

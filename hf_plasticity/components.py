@@ -36,15 +36,20 @@ COMPONENT_DESCRIPTIONS: dict[str, str] = {
 
 
 def rank_components(scores: Mapping[str, float | None]) -> list[str]:
-    """Component types by score, highest first; missing or non-finite scores last, ties in canonical order.
+    """Component types (or module paths) by score, highest first; missing or non-finite scores last.
 
-    The one ranking rule: reports, selections and model cards all order components through it.
+    The one ranking rule: reports, selections, LoRA rank allocation and model cards all order through it.
+    Ties between component types go in canonical order (:data:`COMPONENTS`); ties between module paths keep
+    the mapping's own order, which callers give as the model's (shallower layer first, then component order),
+    so a selection never depends on dictionary accidents.
     """
+    order = {name: i for i, name in enumerate(scores)}
 
-    def key(comp: str) -> tuple[float, int]:
-        value = scores[comp]
+    def key(name: str) -> tuple[float, int, int]:
+        value = scores[name]
         first = -value if value is not None and math.isfinite(value) else math.inf
-        return (first, COMPONENTS.index(comp) if comp in COMPONENTS else len(COMPONENTS))
+        canonical = COMPONENTS.index(name) if name in COMPONENTS else len(COMPONENTS)
+        return (first, canonical, order[name])
 
     return sorted(scores, key=key)
 

@@ -28,6 +28,7 @@ from hf_plasticity import (
     measure_plasticity,
     push_to_hub,
 )
+from hf_plasticity.integrations.cards.sources import report_of
 
 from .conftest import HUB, TINY_MODELS, BlockedNetworkError, pixels
 
@@ -220,7 +221,7 @@ def test_cli_card_push(hub, tmp_path: Path) -> None:
 
     model = trained()
     model.save_pretrained(tmp_path / "adapter")
-    report = model.peft_config["default"]._report.save(tmp_path / "r.json")
+    report = report_of(None, model).save(tmp_path / "r.json")
     assert main(["card", "--report", str(report), "--adapter", str(tmp_path / "adapter"), "--push", REPO]) == 0
     assert set(hub.repos[REPO]) == EXPECTED_FILES
     card = ModelCard.load(REPO)

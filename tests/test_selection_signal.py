@@ -9,7 +9,7 @@ import pytest
 from peft import get_peft_model
 from torch import nn
 
-from hf_plasticity import InvalidInputError, PlasticityConfig, PlasticityReport, measure_plasticity
+from hf_plasticity import COMPONENTS, InvalidInputError, PlasticityConfig, PlasticityReport, measure_plasticity
 
 from .conftest import TINY_MODELS, pixels, scale_embedding
 
@@ -73,7 +73,7 @@ def test_theory_signal_ignores_the_measurement() -> None:
     _, report = measured(20.0)
     config = PlasticityConfig.from_report(report, signal="theory")
     assert max(config.component_scores(), key=config.component_scores().get) == "mha"
-    assert "signal='theory'" in config.scores["report"]["fallback"]
+    assert "signal='theory'" in config.resolved_scores()["report"]["fallback"]
 
 
 def test_report_without_bounds_cannot_trip_the_guard() -> None:
@@ -85,3 +85,42 @@ def test_report_without_bounds_cannot_trip_the_guard() -> None:
 def test_unknown_signal_names_the_choices(low_spread) -> None:
     with pytest.raises(InvalidInputError, match=r"signal='best'.*'auto', 'measured', 'theory'"):
         PlasticityConfig.from_report(low_spread[1], signal="best")
+
+
+@pytest.mark.parametrize("budget", [pytest.param(b, id=f"budget-{b}") for b in (0.2, 0.5)])
+def test_budget_ranks_each_module_by_its_own_cell_and_leaves_guarded_cells_out(low_spread, budget: float) -> None:
+    """``budget`` under ``auto``: the most plastic (layer, component) cells first, greedily, within the budget;
+    the LayerNorm cells above their bound are not ranked (the rest of the measurement is kept)."""
+    from hf_plasticity import resolve_components, select_modules
+
+    _, report = low_spread
+    model = vit_with_token_scale(0.2)
+    resolved = resolve_components(model)
+    excluded = {(c, layer) for c, layer, *_ in report.exceeding_bounds()}
+    cells = [
+        (float(report.mean[layer, ci]), layer, ci, resolved.paths[comp][layer])
+        for layer in range(report.num_layers)
+        for ci, comp in enumerate(report.components)
+        if (comp, layer) not in excluded
+    ]
+    order = [
+        path for *_, path in sorted(cells, key=lambda c: (-c[0], c[1], COMPONENTS.index(report.components[c[2]])))
+    ]
+    total = sum(p.numel() for p in model.parameters())
+    left = budget * total - sum(p.numel() for p in model.classifier.parameters())
+    expected = []
+    for path in order:
+        cost = sum(p.numel() for p in model.get_submodule(path).parameters())
+        if cost <= left:
+            expected.append(path)
+            left -= cost
+    chosen = select_modules(model, PlasticityConfig.from_report(report, budget=budget)).modules
+    assert chosen == expected
+    assert not {resolved.paths[c][layer] for c, layer in excluded} & set(chosen)
+
+
+def test_rank_components_breaks_ties_by_the_mappings_order_for_module_paths() -> None:
+    from hf_plasticity import rank_components
+
+    assert rank_components({"b.x": 1.0, "a.y": 2.0, "c.z": 1.0, "d.w": float("nan")}) == ["a.y", "b.x", "c.z", "d.w"]
+    assert rank_components({"mha": 1.0, "attn_norm": 1.0}) == ["attn_norm", "mha"]  # canonical component order

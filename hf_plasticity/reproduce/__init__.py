@@ -49,4 +49,8 @@ def reproduce(
     from .stats import analyse
 
     results = run_experiment(spec, out_dir, progress=progress)
+    if spec.pareto:
+        from .pareto_output import analyse_pareto, write_pareto
+
+        return write_pareto(results, analyse_pareto(results), out_dir, command=command)
     return write_results(results, analyse(results), out_dir, command=command)

@@ -33,6 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser, default_output: Path = DEFAUL
     parser.add_argument("--tasks", nargs="+", metavar="TASK", help="downstream tasks (default: all)")
     parser.add_argument("--methods", nargs="+", metavar="METHOD", help="methods (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--pareto",
+        action="store_true",
+        help="the Pareto experiment: plasticity against PEFT's selectors at matched parameter budgets",
+    )
+    parser.add_argument("--cache-dir", type=Path, help="runs cache (default: <output-dir>/runs)")
+    parser.add_argument(
+        "--cached-only", action="store_true", help="train nothing: summarise the runs already in the cache"
+    )
     parser.set_defaults(default_output=default_output)
 
 
@@ -54,15 +63,20 @@ def run_from_args(args: argparse.Namespace, program: list[str]) -> int:
     """
     check_extra()
     from . import reproduce
-    from .methods import METHODS
+    from .methods import ALL_METHODS
     from .runner import ExperimentSpec
     from .tasks import TASKS
 
-    for option, known in (("tasks", TASKS), ("methods", METHODS)):
+    for option, known in (("tasks", TASKS), ("methods", ALL_METHODS)):
         unknown = [name for name in getattr(args, option) or () if name not in known]
         if unknown:
             raise InvalidInputError(f"unknown --{option} {unknown}; choose among {', '.join(known)}")
-    spec = ExperimentSpec.quick() if args.quick else ExperimentSpec.full()
+    if args.pareto:
+        spec = ExperimentSpec.pareto_quick() if args.quick else ExperimentSpec.pareto_full()
+    else:
+        spec = ExperimentSpec.quick() if args.quick else ExperimentSpec.full()
+    spec.cache_dir = str(args.cache_dir) if args.cache_dir else None
+    spec.cached_only = args.cached_only
     if args.workers is not None:
         spec.workers = args.workers
     if args.tasks:
@@ -78,6 +92,8 @@ def run_from_args(args: argparse.Namespace, program: list[str]) -> int:
 def command_line(program: list[str], args: argparse.Namespace) -> str:
     """The shell command equivalent to ``args`` (defaults left out)."""
     words = list(program)
+    if args.pareto:
+        words.append("--pareto")
     if args.quick:
         words.append("--quick")
     if args.output_dir != getattr(args, "default_output", DEFAULT_OUT):
@@ -87,6 +103,10 @@ def command_line(program: list[str], args: argparse.Namespace) -> str:
     for option in ("tasks", "methods"):
         if getattr(args, option):
             words += [f"--{option}", *getattr(args, option)]
+    if args.cache_dir is not None:
+        words += ["--cache-dir", str(args.cache_dir)]
+    if args.cached_only:
+        words.append("--cached-only")
     if args.no_progress:
         words.append("--no-progress")
     return shlex.join(words)

@@ -81,7 +81,7 @@ def run_job(job: RunJob, task: Task) -> dict[str, Any]:
     # once the heap is frozen) leaves it only this run's objects to walk.
     gc.collect()
     gc.freeze()
-    model = build_trainable(job.method, task.num_labels, job.seed)
+    model = build_trainable(job.method, task.num_labels, job.seed, task)
     trainable, total = count_parameters(model)
     metric = load_metric("accuracy")
 

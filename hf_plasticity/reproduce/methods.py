@@ -20,6 +20,8 @@ from ..errors import InvalidInputError
 from ..models import BUNDLED, load_model
 from ..report.report import PlasticityReport
 from ..tuner import PlasticityConfig, select_modules
+from .pareto import DESCRIPTIONS as PARETO_DESCRIPTIONS
+from .pareto import PARETO_METHODS
 
 LORA_RANK = 16
 LORA_TARGETS = ("q_proj", "v_proj")
@@ -29,6 +31,8 @@ SELECTIONS = ("theory", "shared", "in_situ", "shared_measured", "in_situ_measure
 """The package's selections: its defaults (``shared``/``in_situ`` = ``from_report`` with ``signal='auto'``), and
 the raw measured rankings (``signal='measured'``), kept as the evidence for that default."""
 METHODS: tuple[str, ...] = ("linear", *COMPONENTS, "full", "lora", *SELECTIONS)
+ALL_METHODS: tuple[str, ...] = (*METHODS, *(m for m in PARETO_METHODS if m not in METHODS))
+"""Every method name, the Pareto experiment's included (:mod:`hf_plasticity.reproduce.pareto`)."""
 
 DESCRIPTIONS: dict[str, str] = {
     "linear": "linear probing: the new head only",
@@ -52,16 +56,16 @@ class ResolvedMethod:
     name: str
     kind: str  # "linear" | "full" | "lora" | "plasticity"
     run_key: str
-    plasticity: dict[str, Any] = field(default_factory=dict)  # PlasticityConfig kwargs (JSON-ready)
+    plasticity: dict[str, Any] = field(default_factory=dict)  # PlasticityConfig kwargs, or a PEFT spec (JSON-ready)
     selected_modules: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "run_key": self.run_key,
-            "description": DESCRIPTIONS[self.name],
+            "description": DESCRIPTIONS.get(self.name) or PARETO_DESCRIPTIONS[self.name],
             "config": {k: v for k, v in self.plasticity.items() if k != "scores"},
-            "score_source": self.plasticity.get("scores", {}).get("report", {}).get("protocol", "theory")
+            "score_source": (self.plasticity.get("scores") or {}).get("report", {}).get("protocol", "theory")
             if self.kind == "plasticity"
             else None,
             "selected_modules": self.selected_modules,
@@ -96,8 +100,11 @@ def base_model(num_labels: int, seed: int) -> nn.Module:
         hf_logging.enable_progress_bar()
 
 
-def build_trainable(method: ResolvedMethod, num_labels: int, seed: int) -> nn.Module:
-    """The model a run trains: base weights, fresh head, and only the method's parameters trainable."""
+def build_trainable(method: ResolvedMethod, num_labels: int, seed: int, task: Any = None) -> nn.Module:
+    """The model a run trains: base weights, fresh head, and only the method's parameters trainable.
+
+    ``task`` (its train split) is read only by methods initialised from data (EVA).
+    """
     model = base_model(num_labels, seed)
     if method.kind == "full":
         return model
@@ -109,6 +116,10 @@ def build_trainable(method: ResolvedMethod, num_labels: int, seed: int) -> nn.Mo
 
     if method.kind == "lora":
         return get_peft_model(model, lora_config())
+    if method.kind == "peft":
+        from .pareto import build_peft
+
+        return build_peft(model, method.plasticity, task)
     config = PlasticityConfig(**method.plasticity)
     peft_model = get_peft_model(model, config)
     chosen = list(peft_model.peft_config["default"].selected_modules or [])
@@ -138,18 +149,36 @@ def resolve_methods(
     num_labels: int,
     reports: dict[str, PlasticityReport],
     budget: float,
+    shares: dict[str, float] | None = None,
 ) -> dict[str, ResolvedMethod]:
     """Resolve every method on a model of this task's shape, with this task's measured reports."""
+    from .pareto import is_pareto_method, resolve_pareto
+
     model = base_model(num_labels, 0)
     out: dict[str, ResolvedMethod] = {}
     for name in names:
         if name in BASELINES:
             out[name] = ResolvedMethod(name, name, name)
             continue
+        if is_pareto_method(name):
+            if shares is None:
+                raise InvalidInputError(
+                    f"method {name!r} belongs to the Pareto experiment (hf-plasticity reproduce --pareto)"
+                )
+            kind, spec, modules = resolve_pareto(name, model, reports, shares)
+            if kind == "plasticity":
+                config = PlasticityConfig(**spec)
+                key = _run_key(config, modules, sorted(set(select_modules(model, config).components.values())))
+            else:
+                from .pareto import peft_run_key
+
+                key = peft_run_key(spec)
+            out[name] = ResolvedMethod(name, kind, key, spec, modules)
+            continue
         kwargs = _plasticity_kwargs(name, reports, budget)
         config = PlasticityConfig(**kwargs)
         selection = select_modules(model, config)
-        stored = {**kwargs, "scores": config.scores}  # normalised scores: plain JSON, picklable
+        stored = {**kwargs, "scores": config.resolved_scores()}  # normalised scores: plain JSON, picklable
         key = _run_key(config, selection.modules, sorted(set(selection.components.values())))
         out[name] = ResolvedMethod(name, "plasticity", key, stored, list(selection.modules))
     return out

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
 from .finetune import OPTIMIZERS, RunJob, TrainProtocol, cached_result, run_job
-from .methods import DESCRIPTIONS, METHODS, ResolvedMethod, lora_share, resolve_methods
+from .methods import ALL_METHODS, DESCRIPTIONS, METHODS, ResolvedMethod, base_model, lora_share, resolve_methods
 from .tasks import TASKS, Task, prepare_task
 
 SEEDS = (0, 42, 3407)
@@ -42,6 +42,7 @@ class OptimizerPlan:
     lrs: tuple[float, ...]
     tasks: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
+    select_on: str | None = None  # choose each method's rate on this task alone, and use it on every task
 
 
 @dataclass
@@ -56,6 +57,9 @@ class ExperimentSpec:
     num_pairs: int = 1024
     limits: dict[str, int] | None = None
     workers: int = 1
+    pareto: bool = False
+    cache_dir: str | None = None  # runs cache (default: <out_dir>/runs); the Pareto run shares the main run's
+    cached_only: bool = False  # summarise the runs already cached, train nothing (a run cut short)
 
     @classmethod
     def full(cls, workers: int = 2) -> ExperimentSpec:
@@ -94,13 +98,67 @@ class ExperimentSpec:
             workers=workers,
         )
 
+    @classmethod
+    def pareto_full(cls, workers: int = 2) -> ExperimentSpec:
+        """The committed Pareto run, pruned to what a 2-core machine shared by five people finished (README).
+
+        AdamW is the primary optimizer, with a learning-rate grid per method family, chosen on digits (seed 0)
+        and used on every task: {1e-3, 3e-3} for whole modules (the main run's AdamW grid), {3e-3, 1e-2} for
+        LoRA-type methods (LoRA chose the top of the lower grid in the main run). Per budget, the plasticity
+        options against the strongest simple peers (LoRA on q, v and on every linear); EVA, KappaTune and LN
+        tuning run in ``pareto_quick`` (the test suite) and with ``--methods``, not in the committed run. SGD:
+        the main run's cached runs (head, LoRA r=16, attention, full finetuning).
+        """
+
+        b1 = ("b1_plora_in_situ", "lora", "b1_lora_all")
+        b2 = ("b2_plora_in_situ", "b2_lora_all")
+        whole = ("b2_budget_in_situ", "b3_budget_in_situ", "mha", "full")
+        return cls(
+            methods=(*b1, *b2, *whole, "linear"),
+            optimizers=(  # in order of the question's weight, so a run cut short has answered the first ones
+                OptimizerPlan("adamw", (3e-3, 1e-2), methods=b1, select_on="digits"),
+                OptimizerPlan("adamw", (3e-3, 1e-2), tasks=("digits",), methods=b2, select_on="digits"),
+                OptimizerPlan("adamw", (1e-3, 3e-3), tasks=("digits",), methods=whole, select_on="digits"),
+                OptimizerPlan("adamw", (3e-3, 1e-2), methods=b2, select_on="digits"),
+                OptimizerPlan("adamw", (1e-3, 3e-3), methods=whole, select_on="digits"),
+                OptimizerPlan("sgd", (0.003, 0.01, 0.03, 0.1, 0.3), methods=("linear", "mha", "full", "lora")),
+            ),
+            train=TrainProtocol(steps=120, batch_size=32),
+            workers=workers,
+            pareto=True,
+        )
+
+    @classmethod
+    def pareto_quick(cls, workers: int = 1) -> ExperimentSpec:
+        """The Pareto pipeline on tiny splits, one method of each family, in seconds (the test suite runs it)."""
+        return cls(
+            methods=(
+                "linear",
+                "lora",
+                "b1_plora_in_situ",
+                "b2_budget_in_situ",
+                "b1_lora_all",
+                "b1_eva",
+                "b1_kappa",
+                "ln_tuning",
+            ),
+            tasks=("digits",),
+            seeds=(0, 42),
+            optimizers=(OptimizerPlan("adamw", (1e-3,)),),
+            train=TrainProtocol(steps=2, batch_size=16, eval_batch_size=64),
+            num_pairs=32,
+            limits={"train": 64, "val": 32, "test": 32},
+            workers=workers,
+            pareto=True,
+        )
+
     def validate(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise InvalidInputError(f"unknown tasks {unknown}; choose from {sorted(TASKS)}")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in ALL_METHODS]
         if bad:
-            raise InvalidInputError(f"unknown methods {bad}; choose from {list(METHODS)}")
+            raise InvalidInputError(f"unknown methods {bad}; choose from {list(ALL_METHODS)}")
         missing = [m for m in ("linear", "lora") if m not in self.methods]
         if missing:
             raise InvalidInputError(f"methods {missing} are needed (gains and the budget are relative to them)")
@@ -124,6 +182,7 @@ class ExperimentSpec:
             "num_pairs": self.num_pairs,
             "limits": self.limits,
             "workers": self.workers,
+            "pareto": self.pareto,
             "lr_selection": (
                 f"best validation accuracy with seed {self.seeds[0]}, per (optimizer, task, trained modules)"
             ),
@@ -145,27 +204,35 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
     for name, prepared in tasks.items():
         reports[name], measurements[name] = _measure(prepared, reference, processor, spec, out, progress)
     budgets = {name: lora_share(task.num_labels) for name, task in tasks.items()}
+    shares = {}
+    if spec.pareto:
+        from .pareto import budget_shares
+
+        shares = {name: budget_shares(base_model(task.num_labels, 0), budgets[name]) for name, task in tasks.items()}
     resolved = {
-        name: resolve_methods(spec.methods, task.num_labels, reports[name], budgets[name])
+        name: resolve_methods(spec.methods, task.num_labels, reports[name], budgets[name], shares.get(name))
         for name, task in tasks.items()
     }
     measured_at = time.perf_counter() - started
-    cache_root = out / "runs" / _protocol_hash(spec)
+    cache_root = Path(spec.cache_dir or out / "runs") / _protocol_hash(spec)
     chosen_runs: list[dict[str, Any]] = []
     grid: dict[str, Any] = {}
     for plan in spec.optimizers:
         plan_tasks = [t for t in spec.tasks if plan.tasks is None or t in plan.tasks]
         plan_methods = [m for m in spec.methods if plan.methods is None or m in plan.methods]
         groups = _groups(resolved, plan_tasks, plan_methods)
+        gridded = {k: v for k, v in groups.items() if plan.select_on is None or k[0] == plan.select_on}
         jobs = [
             _job(task, method, plan.name, spec.seeds[0], lr, spec, cache_root)
-            for (task, _), (method, _) in groups.items()
+            for (task, _), (method, _) in gridded.items()
             for lr in plan.lrs
         ]
         first = _execute(jobs, tasks, spec, progress, f"{plan.name}: learning-rate grid (seed {spec.seeds[0]})")
         best: dict[tuple[str, str], float] = {}
-        for (task, key), (_, names) in groups.items():
+        for (task, key), (_, names) in gridded.items():
             tried = [r for r in first if r["task"] == task and r["run_key"] == key]
+            if not tried:  # cached_only, and this group never ran
+                continue
             top = max(tried, key=lambda r: (r["val_accuracy"], -r["lr"]))  # ties: the smaller rate
             best[task, key] = top["lr"]
             grid.setdefault(plan.name, {}).setdefault(task, {})[key] = {
@@ -173,21 +240,30 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | os.PathLike[str], progre
                 "val_accuracy": {f"{r['lr']:g}": r["val_accuracy"] for r in sorted(tried, key=lambda r: r["lr"])},
                 "chosen_lr": top["lr"],
             }
+        if plan.select_on is not None:  # the other tasks run at the rate their method chose there
+            chosen = {name: best[k] for k, (_, names) in gridded.items() if k in best for name in names}
+            for (task, key), (_, names) in groups.items():
+                if (task, key) not in gridded and names[0] in chosen:
+                    best[task, key] = chosen[names[0]]
         jobs = [
             _job(task, method, plan.name, seed, best[task, key], spec, cache_root)
             for (task, key), (method, _) in groups.items()
-            for seed in spec.seeds[1:]
+            if (task, key) in best
+            for seed in (spec.seeds[1:] if (task, key) in gridded else spec.seeds)
         ]
-        rest = _execute(jobs, tasks, spec, progress, f"{plan.name}: seeds {list(spec.seeds[1:])}")
+        rest = _execute(jobs, tasks, spec, progress, f"{plan.name}: seeds")
         for result in [*first, *rest]:
             run = (result["task"], result["run_key"])
             if result["lr"] == best[run]:
                 chosen_runs.append({**result, "methods": groups[run][1]})
+    unique = {(r["optimizer"], r["task"], r["run_key"], r["seed"]): r for r in chosen_runs}  # plans may overlap
+    chosen_runs = list(unique.values())
     return {
         "spec": spec.to_dict(),
         "tasks": {name: task.to_dict() for name, task in tasks.items()},
         "measurements": measurements,
         "budget": budgets,
+        **({"shares": shares} if spec.pareto else {}),
         "methods": {task: {name: m.to_dict() for name, m in methods.items()} for task, methods in resolved.items()},
         "descriptions": DESCRIPTIONS,
         "lr_grid": grid,
@@ -280,6 +356,8 @@ def _execute(
     for job in jobs:
         hit = cached_result(job)
         (todo.append(job) if hit is None else results.append(hit))
+    if spec.cached_only:
+        todo = []
     if not jobs:
         return results
     bar = tqdm(total=len(jobs), initial=len(results), desc=desc, unit="run", disable=not progress)

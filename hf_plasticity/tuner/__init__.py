@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import AdapterLoadError
 from .config import PlasticityConfig
 from .layer import PlasticityLayer
+from .lora_config import DEFAULT_LORA_BUDGET, allocate_ranks, plasticity_lora_config
 from .model import PlasticityModel
 from .registration import register
 from .selection import Selection, select_modules
@@ -94,11 +95,14 @@ def check_adapter_folder(path: str | os.PathLike[str], subfolder: str | None = N
 
 
 __all__ = [
+    "DEFAULT_LORA_BUDGET",
     "PlasticityConfig",
     "PlasticityLayer",
     "PlasticityModel",
     "Selection",
+    "allocate_ranks",
     "check_adapter_folder",
     "load_adapter",
+    "plasticity_lora_config",
     "select_modules",
 ]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from peft.config import PeftConfig
 
-from ..components import COMPONENTS, THEORETICAL_RANKING, validate_components
+from ..components import COMPONENTS, validate_components
 from ..errors import InvalidInputError
 from ..report.report import PlasticityReport
 from .peft_type import PLASTICITY, ensure_peft_type
@@ -141,17 +141,19 @@ class PlasticityConfig(PeftConfig):
             self.layers = sorted(set(self.layers))
         if self.mode not in ("full", "lora"):
             raise InvalidInputError(f"mode={self.mode!r}; choose 'full' or 'lora'")
-        if isinstance(self.scores, str | os.PathLike):  # a saved report: load it once, keep where it came from
-            self.score_source = self.score_source or f"report {os.fspath(self.scores)}"
-            self.scores = PlasticityReport.load(self.scores)
-        report = self.scores if isinstance(self.scores, PlasticityReport) else None
         if self.signal not in SIGNALS:
             raise InvalidInputError(f"signal={self.signal!r}; choose one of {list(SIGNALS)}")
-        self.scores, source = _normalise_scores(self.scores, self.signal)
-        self.score_source = self.score_source or source
-        # The measured report itself, not a dataclass field (so not in adapter_config.json): model cards
-        # (hf_plasticity.integrations.cards) show its intervals and figure, and save it beside the adapter.
-        self._report: PlasticityReport | None = report
+        if isinstance(self.scores, os.PathLike):
+            self.scores = os.fspath(self.scores)  # plain data until the adapter is created (see from_report)
+        if isinstance(self.scores, dict):
+            from .scores import normalise_scores
+
+            normalise_scores(self.scores, self.signal)  # refuse bad values now; resolved when the adapter is made
+        elif self.scores is not None and not isinstance(self.scores, str | PlasticityReport):
+            raise InvalidInputError(
+                f"scores of type {type(self.scores).__name__} not understood; pass a PlasticityReport, a report path, "
+                "or a mapping component -> score"
+            )
 
     def _check_types(self) -> None:
         """Refuse values of the wrong type or range here, before torch meets them deep inside training."""
@@ -184,8 +186,20 @@ class PlasticityConfig(PeftConfig):
 
     @classmethod
     def from_report(cls, report: PlasticityReport | str | os.PathLike[str], **kwargs: Any) -> PlasticityConfig:
-        """A config whose scores are a measured report (or its saved JSON)."""
-        return cls(scores=report, **kwargs)
+        """A config whose scores are a measured report (or its saved JSON, loaded here once).
+
+        ``score_source`` is filled in at once (what the ``signal`` guard decided, and why), so the choice can be
+        read before a model exists; the scores themselves are resolved when the adapter is created.
+        """
+        from .scores import describe_scores
+
+        source = kwargs.pop("score_source", None)
+        if isinstance(report, str | os.PathLike):
+            source = source or f"report {os.fspath(report)}"
+            report = PlasticityReport.load(report)
+        config = cls(scores=report, **kwargs)
+        config.score_source = source or describe_scores(config)
+        return config
 
     @property
     def in_place(self) -> bool:
@@ -196,97 +210,25 @@ class PlasticityConfig(PeftConfig):
     def rule(self) -> str:
         return next(name for name in RULES if getattr(self, name) is not None)
 
+    def resolved_scores(self) -> dict[str, Any]:
+        """The JSON-ready scores this config selects by (what ``adapter_config.json`` stores), without changing it."""
+        from .scores import scores_of
+
+        return scores_of(self)
+
+    def resolved_score_source(self) -> str:
+        """``score_source`` as the adapter will record it (already filled in by ``from_report`` and at creation)."""
+        from .scores import describe_scores
+
+        return self.score_source or describe_scores(self)
+
     def component_scores(self) -> dict[str, float]:
         """One score per component type (from the report, the mapping, or the theoretical ranking)."""
-        return dict(self.scores["components"])
+        return dict(self.resolved_scores()["components"])
 
     def module_scores(self) -> dict[str, float]:
         """Scores given per module path in a mapping (else empty: component scores apply to every layer)."""
-        return dict(self.scores.get("modules", {}))
-
-
-def theoretical_scores() -> dict[str, float]:
-    """Rank-valued scores reproducing the paper's theoretical ranking (5 = most plastic)."""
-    return {c: float(len(THEORETICAL_RANKING) - i) for i, c in enumerate(THEORETICAL_RANKING)}
-
-
-def _normalise_scores(scores: Any, signal: str = "auto") -> tuple[dict[str, Any], str]:
-    """Turn a report, report path or mapping into JSON-ready ``{"components": ..., "modules": ...}``."""
-    if scores is None:
-        return {"components": theoretical_scores(), "modules": {}}, "theory (Odonnat et al., 2026)"
-    if isinstance(scores, PlasticityReport):
-        return _guarded(scores, signal)
-    if (
-        isinstance(scores, dict)
-        and set(scores) <= {"components", "modules", "layers", "report"}
-        and "components" in scores
-    ):
-        # already normalised (e.g. read back from adapter_config.json): keep it whole, provenance included
-        kept = {
-            **scores,
-            "components": dict(scores["components"]),
-            "modules": dict(scores.get("modules", {})),
-        }
-        return kept, "mapping"
-    if isinstance(scores, dict):
-        bad_values = {k: v for k, v in scores.items() if not (_is_number(v) and math.isfinite(v))}
-        if bad_values:
-            name, value = next(iter(bad_values.items()))
-            raise InvalidInputError(
-                f"scores[{name!r}]={value!r} is not a finite number; scores map a component type (or module path) "
-                f"to a plasticity score, e.g. {{{name!r}: 2.0}} (measure with measure_plasticity, or pass "
-                "scores=None for the paper's ranking)"
-            )
-        comps = {k: float(v) for k, v in scores.items() if k in COMPONENTS}
-        modules = {k: float(v) for k, v in scores.items() if k not in COMPONENTS}
-        bad = [k for k in modules if "." not in k]
-        if bad:
-            validate_components(bad)  # raises UnknownComponentError naming the valid types
-        return {"components": comps, "modules": modules}, "mapping"
-    raise InvalidInputError(
-        f"scores of type {type(scores).__name__} not understood; pass a PlasticityReport, a report path, or a "
-        "mapping component -> score"
-    )
-
-
-def _guarded(report: PlasticityReport, signal: str) -> tuple[dict[str, Any], str]:
-    """The report's scores, or the theoretical ones when ``signal`` asks or the guard trips (recorded)."""
-    measured = _from_report(report)
-    exceeding = report.exceeding_bounds() if signal == "auto" else []
-    if signal == "measured" or (signal == "auto" and not exceeding):
-        return measured, "report"
-    if exceeding:
-        comp, layer, value, bound = max(exceeding, key=lambda cell: cell[2] / cell[3])
-        why = (
-            f"{len(exceeding)} LayerNorm cell(s) measured above their theoretical bound (largest: {comp} of layer "
-            f"{layer}, {value:.3g} > max |gain| {bound:.3g}; embedding token spread {report.token_spread:.3g} < 1): "
-            "the measurement is dominated by scale, so the theoretical ranking was used"
-        )
-    else:
-        why = "signal='theory': the theoretical ranking was used"
-    measured["report"]["fallback"] = why
-    return {**measured, "components": theoretical_scores(), "layers": {}}, "theory (report: " + why + ")"
-
-
-def _from_report(report: PlasticityReport) -> dict[str, Any]:
-    return {
-        "components": report.scores(),
-        "layers": {
-            comp: [None if not math.isfinite(v) else float(v) for v in report.mean[:, i]]
-            for i, comp in enumerate(report.components)
-        },
-        "modules": {},
-        "report": {
-            "model_id": report.model.get("model_id"),
-            "model_type": report.model.get("model_type"),
-            "config_hash": report.model.get("config_hash"),
-            "protocol": report.protocol,
-            "num_pairs": report.num_pairs,
-            "data": report.data_name,
-            "reference": report.reference_name,
-            "ranking": report.ranking(),
-        },
-    }
+        return dict(self.resolved_scores().get("modules", {}))
 
 
 def _is_int(value: Any) -> bool:

@@ -28,8 +28,10 @@ from transformers.pytorch_utils import Conv1D
 
 from ..components import resolve_components
 from ..errors import AdapterCombinationError, AdapterLoadError, InvalidInputError
+from ..report.report import PlasticityReport
 from .config import PlasticityConfig
 from .layer import PlasticityLayer, in_place_error
+from .scores import resolve_scores
 from .selection import lora_targets, select_modules
 
 
@@ -52,7 +54,12 @@ class PlasticityModel(BaseTuner):
     peft_config: dict[str, PlasticityConfig]  # type: ignore[assignment]  # PEFT types it as any PeftConfig
     _container: ClassVar[str] = PlasticityLayer.adapter_layer_names[0]
 
+    plasticity_reports: dict[str, PlasticityReport]
+    """The measured report each adapter was selected from (by adapter name), for model cards; an adapter loaded
+    from disk has none until :func:`hf_plasticity.attach_report` gives it one."""
+
     def __init__(self, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.setdefault("plasticity_reports", {})
         super().__init__(model, *args, **kwargs)
         # PEFT loads adapters with load_state_dict(strict=False), which stops at torch's bare size mismatch; this
         # hook names both shapes and the fix first (after PEFT dropped what ignore_mismatched_sizes=True drops).
@@ -140,6 +147,9 @@ class PlasticityModel(BaseTuner):
             )
         shape = model_shape(model)
         if config.selected_modules is None:
+            report = resolve_scores(config)  # the config keeps plain values; the report stays with the model
+            if report is not None:
+                self.__dict__.setdefault("plasticity_reports", {})[adapter_name] = report
             selection = select_modules(model, config)
             config.selected_modules = selection.modules
             if config.modules_to_save is None:
@@ -295,6 +305,12 @@ def _called_by_transformers_load_adapter() -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def report_of(model: Any, adapter_name: str = "default") -> PlasticityReport | None:
+    """The report a plasticity adapter was selected from: kept by the tuner model (a ``PeftModel`` or the tuner)."""
+    tuner = getattr(model, "base_model", None) if not isinstance(model, PlasticityModel) else model
+    return getattr(tuner, "plasticity_reports", {}).get(adapter_name) if isinstance(tuner, PlasticityModel) else None
 
 
 def model_shape(model: nn.Module) -> dict[str, int]:

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..components import COMPONENTS, ResolvedComponents, rank_components, resolve_components
+from ..components import (
+    COMPONENTS,
+    ResolvedComponents,
+    rank_components,
+    resolve_components,
+)
 from ..errors import InvalidInputError
 from .config import PlasticityConfig
+from .scores import normalise_scores, resolve_scores, scores_of
 
 
 @dataclass(frozen=True)
@@ -35,15 +42,16 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
     layers = _layers(config, resolved)
     heads = resolved.head_paths() if config.modules_to_save is None else _check_heads(model, config, resolved)
     candidates = {path: comp for layer, comp, path in resolved.iter_modules() if layer in layers}
-    scores = _module_scores(config, resolved, candidates)
-    place = {p: i for i, p in enumerate(candidates)}  # ties: shallower layer first, then component order
-    scored = sorted((p for p in candidates if p in scores), key=lambda p: (-scores[p], place[p]))
+    normalised = scores_of(config)
+    scores = module_scores(normalised, resolved, candidates)
+    # candidates are in model order, so ties go to the shallower layer, then the canonical component order
+    scored = rank_components({p: scores[p] for p in candidates if p in scores})
     rule = config.rule
     if rule == "components":
         chosen = [p for p in scored if candidates[p] in config.components]
         chosen += [p for p in candidates if candidates[p] in config.components and p not in scores]
     elif rule == "top_k":
-        comp_scores = _type_scores(config, scores, candidates)
+        comp_scores = _type_scores(normalised, scores, candidates)
         if config.top_k > len(comp_scores):
             raise InvalidInputError(
                 f"top_k={config.top_k} but only {len(comp_scores)} component types have scores "
@@ -196,14 +204,18 @@ def _layers(config: PlasticityConfig, resolved: ResolvedComponents) -> set[int]:
     return set(config.layers)
 
 
-def _module_scores(
-    config: PlasticityConfig, resolved: ResolvedComponents, candidates: dict[str, str]
+def module_scores(
+    normalised: dict[str, Any], resolved: ResolvedComponents, candidates: dict[str, str]
 ) -> dict[str, float]:
-    """Score of every candidate: per-layer report means, else explicit module scores, else its type's score."""
-    per_layer = config.scores.get("layers", {})
-    modules = config.module_scores()
-    comps = config.component_scores()
-    report = config.scores.get("report") or {}
+    """Score of every candidate: per-layer report means, else explicit module scores, else its type's score.
+
+    ``normalised`` is a config's resolved ``scores``; a per-layer cell left ``None`` (not measured, or set aside
+    by the ``auto`` guard) leaves its module unscored, so no rule ranks it.
+    """
+    per_layer = normalised.get("layers") or {}
+    modules = dict(normalised.get("modules") or {})
+    comps = dict(normalised.get("components") or {})
+    report = normalised.get("report") or {}
     if report.get("model_type") and report["model_type"] != getattr(resolved.model.config, "model_type", None):
         raise InvalidInputError(
             f"the scores come from a {report['model_type']!r} model but this is a "
@@ -236,10 +248,24 @@ def _module_scores(
     return out
 
 
-def _type_scores(config: PlasticityConfig, scores: dict[str, float], candidates: dict[str, str]) -> dict[str, float]:
+def _type_scores(normalised: dict[str, Any], scores: dict[str, float], candidates: dict[str, str]) -> dict[str, float]:
     """Score of each component type: the config's own, else the mean of its modules' scores."""
-    comps = {c: v for c, v in config.component_scores().items() if v is not None and math.isfinite(v)}
+    comps = {c: v for c, v in normalised["components"].items() if v is not None and math.isfinite(v)}
     for comp in {candidates[p] for p in scores} - set(comps):
         same = [scores[p] for p in scores if candidates[p] == comp]
         comps[comp] = sum(same) / len(same)
     return comps
+
+
+__all__ = [
+    "Selection",
+    "base_modules",
+    "base_parameter_count",
+    "lora_targets",
+    "module_scores",
+    "normalise_scores",
+    "resolve_scores",
+    "scores_of",
+    "select_modules",
+    "trainable_cost",
+]

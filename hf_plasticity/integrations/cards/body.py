@@ -116,7 +116,7 @@ def per_layer(block: dict[str, Any], report: PlasticityReport | None, config: An
     if report is not None:
         cells = layer_cells(report, comps)
     else:
-        stored = (config.scores.get("layers") or {}) if config is not None else {}
+        stored = (config.resolved_scores().get("layers") or {}) if config is not None else {}
         comps = [c for c in comps if c in stored]
         if not comps:
             return ""

@@ -80,7 +80,7 @@ def build_model_card(
     if isinstance(report, str | os.PathLike):
         report = PlasticityReport.load(report)
     block = plasticity_metadata(report, config, model, adapter_name)
-    report = report or report_of(config)
+    report = report or report_of(config, model, adapter_name)
     values = read_metrics(metrics)
 
     is_adapter = config is not None

@@ -77,7 +77,7 @@ def save_card_files(
     """Write the card, the report (``plasticity_report.json``) and the figure of a plasticity model into ``folder``."""
     folder = Path(folder)
     name = adapter_name or plasticity_adapter_name(model)
-    report = report_of(plasticity_config_of(model, name))
+    report = report_of(plasticity_config_of(model, name), model, name)
     if report is not None:
         report.save(folder / REPORT_NAME)
         report.plot(folder / FIGURE_NAME)
@@ -96,7 +96,7 @@ def attach_report(
     config = plasticity_config_of(model, adapter_name)
     if config is None:
         raise ModelCardError(f"the model has no plasticity adapter named {adapter_name!r}")
-    keep_report(config, report if isinstance(report, PlasticityReport) else PlasticityReport.load(report))
+    keep_report(model, report if isinstance(report, PlasticityReport) else PlasticityReport.load(report), adapter_name)
 
 
 def _section(text: str) -> str:

@@ -39,7 +39,7 @@ def plasticity_metadata(
     if config is None and model is not None:
         config = plasticity_config_of(model, adapter_name)
     if report is None:
-        report = report_of(config)
+        report = report_of(config, model, adapter_name)
     if report is None and config is None:
         raise ModelCardError("a plasticity card needs a PlasticityReport, a PlasticityConfig or a plasticity model")
     paths = module_paths(report, model) if report is not None else None
@@ -71,13 +71,13 @@ def choice(config: PlasticityConfig) -> dict[str, Any]:
     ``fallback`` is set only when ``signal="auto"`` set a measurement aside; a ``signal="theory"`` choice is
     the user's and needs no excuse.
     """
-    measured = config.scores.get("report") or {}
+    measured = config.resolved_scores().get("report") or {}
     why = measured.get("fallback")
     if config.rule == "components":
         by = NAMED
     elif measured:
         by = THEORY if why else MEASURED
-    elif str(config.score_source or "").startswith("theory"):
+    elif str(config.resolved_score_source()).startswith("theory"):
         by = THEORY
     else:
         by = GIVEN
@@ -171,8 +171,8 @@ def _measurement(report: PlasticityReport, paths: dict[str, list[str]]) -> dict[
 
 def _stored_scores(config: PlasticityConfig) -> dict[str, Any]:
     """What a config alone knows: the scores it was given and where they came from (no intervals)."""
-    provenance = config.scores.get("report") or {}
-    out: dict[str, Any] = {"score_source": public_score_source(config.score_source)}
+    provenance = config.resolved_scores().get("report") or {}
+    out: dict[str, Any] = {"score_source": public_score_source(config.resolved_score_source())}
     if provenance.get("fallback") and provenance.get("ranking"):  # the measured order; its scores were set aside
         out["ranking"] = [{"component": c} for c in provenance["ranking"]]
     else:
@@ -187,7 +187,7 @@ def _stored_scores(config: PlasticityConfig) -> dict[str, Any]:
             "model_type": provenance.get("model_type"),
             "config_hash": provenance.get("config_hash"),
         }
-    per_layer = config.scores.get("layers") or {}
+    per_layer = config.resolved_scores().get("layers") or {}
     if per_layer:
         out["num_layers"] = max(len(v) for v in per_layer.values())
         cells = [

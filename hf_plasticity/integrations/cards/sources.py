@@ -26,18 +26,29 @@ _NOT_METRICS = {"epoch", "runtime", "samples_per_second", "steps_per_second", "t
 
 
 # ---------------------------------------------------------------------------------------- configs and reports
-def report_of(config: PlasticityConfig | None) -> PlasticityReport | None:
-    """The measured report a config keeps in memory (None for one built from a mapping or read from disk).
+def report_of(
+    config: PlasticityConfig | None, model: Any = None, adapter_name: str = "default"
+) -> PlasticityReport | None:
+    """The measured report behind a config (None for one built from a mapping or read from disk).
 
-    The only place the card code reads it: where a config keeps its report is the config's business, and
-    everything a card says about *why* comes from the plain scores the config saves (``config.scores``).
+    The only place the card code reads it: the tuner model keeps the report each adapter was selected from
+    (``plasticity_reports``); a config not yet made into an adapter still holds its own. Everything a card says
+    about *why* comes from the plain scores the config saves (``config.resolved_scores()``).
     """
-    return getattr(config, "_report", None) if config is not None else None
+    from ...tuner.model import report_of as kept_by_model
+
+    report = kept_by_model(model, adapter_name) if model is not None else None
+    if report is None and config is not None and isinstance(config.scores, PlasticityReport):
+        report = config.scores
+    return report
 
 
-def keep_report(config: PlasticityConfig, report: PlasticityReport) -> None:
-    """Give a config its measured report (the counterpart of :func:`report_of`)."""
-    config._report = report
+def keep_report(model: Any, report: PlasticityReport, adapter_name: str = "default") -> None:
+    """Give a plasticity model's adapter its measured report (the counterpart of :func:`report_of`)."""
+    from ...tuner.model import PlasticityModel
+
+    tuner = model if isinstance(model, PlasticityModel) else getattr(model, "base_model", None)
+    tuner.__dict__.setdefault("plasticity_reports", {})[adapter_name] = report
 
 
 def is_plasticity_config(obj: Any) -> bool:
@@ -166,7 +177,7 @@ def hub_datasets(report: PlasticityReport | None, config: Any) -> list[str]:
     if report is not None:
         names = [report.data_name, report.reference_name]
     elif config is not None:
-        prov = config.scores.get("report") or {}
+        prov = config.resolved_scores().get("report") or {}
         names = [prov.get("data"), prov.get("reference")]
     out = []
     for name in names:

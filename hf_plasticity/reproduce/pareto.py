@@ -1,0 +1,197 @@
+"""The Pareto experiment: plasticity against PEFT's own selectors at matched trainable-parameter budgets.
+
+Budgets (shares of the bundled ViT's parameters, head included): ``B1`` = PEFT LoRA r=16 on (q, v) (4.2%),
+``B2`` = 12% (two whole modules), ``B3`` = one component type in every layer (attention: 33%), and full
+finetuning. At each budget the peers are PEFT's: LoRA on (q, v) and on every linear (rank set to match), EVA
+(data-driven ranks), KappaTune's targets with LoRA, and LN tuning at its own budget; the plasticity options
+are ``plasticity_lora_config`` and ``PlasticityConfig(budget=...)``, per (layer, component), under both
+measurement protocols.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from torch import nn
+
+from ..errors import InvalidInputError
+from ..report.report import PlasticityReport
+
+B2_SHARE = 0.12
+PEER_KINDS = ("lora_qv", "lora_all", "eva", "kappa", "ln_tuning", "linear", "full")
+"""Method families that are not plasticity's: the best of them per budget is "the best peer"."""
+
+PARETO_METHODS: dict[str, dict[str, str]] = {
+    # name: budget, family, protocol (plasticity options only), description
+    "b1_plora_in_situ": {"budget": "B1", "family": "plora", "protocol": "in_situ"},
+    "b1_plora_shared": {"budget": "B1", "family": "plora", "protocol": "shared"},
+    "lora": {"budget": "B1", "family": "lora_qv"},
+    "b1_lora_all": {"budget": "B1", "family": "lora_all"},
+    "b1_eva": {"budget": "B1", "family": "eva"},
+    "b1_kappa": {"budget": "B1", "family": "kappa"},
+    "b2_plora_in_situ": {"budget": "B2", "family": "plora", "protocol": "in_situ"},
+    "b2_budget_in_situ": {"budget": "B2", "family": "budget", "protocol": "in_situ"},
+    "b2_budget_shared": {"budget": "B2", "family": "budget", "protocol": "shared"},
+    "b2_lora_qv": {"budget": "B2", "family": "lora_qv"},
+    "b2_lora_all": {"budget": "B2", "family": "lora_all"},
+    "mha": {"budget": "B3", "family": "default"},
+    "b3_budget_in_situ": {"budget": "B3", "family": "budget", "protocol": "in_situ"},
+    "b3_lora_all": {"budget": "B3", "family": "lora_all"},
+    "full": {"budget": "full", "family": "full"},
+    "ln_tuning": {"budget": "LN", "family": "ln_tuning"},
+    "linear": {"budget": "head", "family": "linear"},
+}
+BUDGETS = ("head", "LN", "B1", "B2", "B3", "full")
+
+DESCRIPTIONS: dict[str, str] = {
+    "b1_plora_in_situ": "plasticity_lora_config(in-situ report, budget=B1): ranks ∝ per-module score",
+    "b1_plora_shared": "plasticity_lora_config(shared report, budget=B1)",
+    "b1_lora_all": "PEFT LoRA on every linear of every block, rank matched to B1",
+    "b1_eva": "PEFT LoRA with EVA init (EvaConfig(rho=2), ranks redistributed from activations) on every linear, B1",
+    "b1_kappa": "KappaTune targets (peft.helpers.find_kappa_target_modules, top_p=0.25) + LoRA, rank matched to B1",
+    "b2_plora_in_situ": "plasticity_lora_config(in-situ report, budget=B2)",
+    "b2_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B2): whole modules, per (layer, component)",
+    "b2_budget_shared": "PlasticityConfig(scores=shared report, budget=B2)",
+    "b2_lora_qv": "PEFT LoRA on q, v, rank matched to B2",
+    "b2_lora_all": "PEFT LoRA on every linear, rank matched to B2",
+    "b3_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B3)",
+    "b3_lora_all": "PEFT LoRA on every linear, rank matched to B3",
+    "ln_tuning": "PEFT LNTuningConfig on every LayerNorm (+ head)",
+}
+
+
+def is_pareto_method(name: str) -> bool:
+    return name in PARETO_METHODS and name not in ("lora", "mha", "full", "linear")
+
+
+def budget_shares(model: nn.Module, lora_share: float) -> dict[str, float]:
+    """B1 (LoRA r=16 on q, v, measured by the caller), B2, B3 (attention in every layer + head)."""
+    from ..components import resolve_components
+    from ..tuner.selection import base_parameter_count
+
+    resolved = resolve_components(model)
+    total = base_parameter_count(model)
+    head = sum(base_parameter_count(model.get_submodule(h)) for h in resolved.head_paths())
+    mha = sum(base_parameter_count(model.get_submodule(p)) for p in resolved.paths["mha"])
+    return {"B1": lora_share, "B2": B2_SHARE, "B3": (mha + head) / total}
+
+
+def resolve_pareto(
+    name: str, model: nn.Module, reports: dict[str, PlasticityReport], shares: dict[str, float]
+) -> tuple[str, dict[str, Any], list[str]]:
+    """``(kind, spec, trained modules)`` of a Pareto method on this task's model (``kind``: plasticity or peft)."""
+    from ..components import resolve_components
+    from ..tuner import PlasticityConfig, allocate_ranks, select_modules
+    from ..tuner.selection import base_parameter_count
+
+    info = PARETO_METHODS[name]
+    family = info["family"]
+    share = shares.get(info["budget"], math.nan)
+    resolved = resolve_components(model)
+    heads = resolved.head_paths()
+    total = base_parameter_count(model)
+    allowance = share * total - sum(base_parameter_count(model.get_submodule(h)) for h in heads)
+    linears = {
+        path: (module.in_features, module.out_features)
+        for path, module in model.named_modules()
+        if isinstance(module, nn.Linear) and path.startswith(resolved.layer_path(0).rsplit(".", 1)[0] + ".")
+    }
+    if family == "budget":
+        kwargs: dict[str, Any] = {"scores": reports[info["protocol"]], "budget": share}
+        config = PlasticityConfig(**kwargs)
+        modules = select_modules(model, config).modules
+        return "plasticity", {"budget": share, "scores": config.resolved_scores()}, modules
+    if family == "plora":
+        plan = allocate_ranks(reports[info["protocol"]], model, budget=share)
+        ranks = {p: r for p, r in plan["ranks"].items() if r > 0}
+        top = max(ranks.values())
+        spec = {
+            "method": "lora",
+            "target_modules": list(ranks),
+            "r": top,
+            "lora_alpha": top,
+            "rank_pattern": ranks,
+            "alpha_pattern": dict(ranks),
+            "modules_to_save": plan["modules_to_save"],
+        }
+        return "peft", spec, list(ranks)
+    if family == "lora_qv":
+        targets = [p for p in linears if p.rsplit(".", 1)[-1] in ("q_proj", "v_proj")]
+        return "peft", _matched_lora(targets, linears, allowance, heads), targets
+    if family in ("lora_all", "eva"):
+        targets = list(linears)
+        spec = _matched_lora(targets, linears, allowance, heads)
+        if family == "eva":
+            spec = {**spec, "method": "eva"}
+        return "peft", spec, targets
+    if family == "kappa":
+        from peft.helpers import find_kappa_target_modules
+
+        found = find_kappa_target_modules(model, top_p=0.25, show_progress=False)["target_modules"]
+        targets = [p for p in linears if p in set(found or []) or any(p.endswith("." + f) for f in found or [])]
+        if not targets:
+            raise InvalidInputError(f"KappaTune selected {found}, none of which is a block linear")
+        return "peft", _matched_lora(targets, linears, allowance, heads), targets
+    if family == "ln_tuning":
+        norms = [p for _, comp, p in resolved.iter_modules(("attn_norm", "ffn_norm"))]
+        return "peft", {"method": "ln_tuning", "target_modules": norms, "modules_to_save": heads}, norms
+    raise InvalidInputError(f"unknown Pareto method {name!r}; choose from {sorted(PARETO_METHODS)}")
+
+
+def _matched_lora(
+    targets: list[str], linears: dict[str, tuple[int, int]], allowance: float, heads: list[str]
+) -> dict[str, Any]:
+    """Uniform-rank LoRA on ``targets`` whose parameter count is closest to ``allowance`` (ties: the smaller)."""
+    per_rank = sum(sum(linears[t]) for t in targets)
+    cap = min(min(linears[t]) for t in targets)
+    r = max(1, min(cap, round(allowance / per_rank)))
+    return {"method": "lora", "target_modules": targets, "r": r, "lora_alpha": r, "modules_to_save": list(heads)}
+
+
+def peft_run_key(spec: dict[str, Any]) -> str:
+    """Same PEFT config = same training: one key, whatever the method is called."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    return f"peft-{spec['method']}:{len(spec['target_modules'])}:{digest}"
+
+
+def build_peft(model: nn.Module, spec: dict[str, Any], task: Any = None, steps: int = 0) -> nn.Module:
+    """The PEFT model a ``peft`` spec describes; EVA is initialised from the task's train split."""
+    from peft import EvaConfig, LNTuningConfig, LoraConfig, get_peft_model
+
+    fields = {k: v for k, v in spec.items() if k != "method"}
+    if spec["method"] == "ln_tuning":
+        return get_peft_model(model, LNTuningConfig(**fields))
+    if spec["method"] == "lora":
+        return get_peft_model(model, LoraConfig(lora_dropout=0.0, **fields))
+    if spec["method"] == "eva":
+        import torch
+        from peft import initialize_lora_eva_weights
+        from torch.utils.data import DataLoader
+
+        config = LoraConfig(lora_dropout=0.0, init_lora_weights="eva", eva_config=EvaConfig(rho=2.0), **fields)
+        peft_model = get_peft_model(model, config, low_cpu_mem_usage=True)
+        loader = DataLoader(task.split("train"), batch_size=32, shuffle=False)
+        with torch.no_grad():
+            initialize_lora_eva_weights(
+                peft_model,
+                loader,
+                prepare_model_inputs_fn=None,
+                prepare_layer_inputs_fn=_tokens,
+                show_progress_bar=False,
+            )
+        return peft_model
+    raise InvalidInputError(f"unknown PEFT method {spec['method']!r} in a Pareto spec")
+
+
+def _tokens(layer_input: Any, model_input: Any, layer_name: str) -> Any:
+    """EVA's SVD input for a vision layer: every token of every image (no padding to mask out)."""
+    x = layer_input[0] if isinstance(layer_input, tuple | list) else layer_input
+    return x.reshape(-1, x.shape[-1])
+
+
+def is_plasticity(name: str) -> bool:
+    """The package's own options (the default ``PlasticityConfig()`` included), against PEFT's peers."""
+    return PARETO_METHODS[name]["family"] in ("plora", "budget", "default")
