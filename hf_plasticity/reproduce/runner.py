@@ -105,22 +105,24 @@ class ExperimentSpec:
         AdamW is the primary optimizer, with a learning-rate grid per method family, chosen on digits (seed 0)
         and used on every task: {1e-3, 3e-3} for whole modules (the main run's AdamW grid), {3e-3, 1e-2} for
         LoRA-type methods (LoRA chose the top of the lower grid in the main run). Per budget, the plasticity
-        options against the strongest simple peers (LoRA on q, v and on every linear); EVA, KappaTune and LN
-        tuning run in ``pareto_quick`` (the test suite) and with ``--methods``, not in the committed run. SGD:
-        the main run's cached runs (head, LoRA r=16, attention, full finetuning).
+        options against LoRA on q, v and on every linear, then (last, once the machine was free) EVA and
+        KappaTune at B1 and LN tuning at its own budget. AdaLoRA is not in it (its rank schedule needs a hook
+        in the training loop). SGD: the main run's cached runs (head, LoRA r=16, attention, full finetuning).
         """
 
         b1 = ("b1_plora_in_situ", "lora", "b1_lora_all")
         b2 = ("b2_plora_in_situ", "b2_lora_all")
         whole = ("b2_budget_in_situ", "b3_budget_in_situ", "mha", "full")
+        selectors = ("b1_eva", "b1_kappa", "ln_tuning")
         return cls(
-            methods=(*b1, *b2, *whole, "linear"),
+            methods=(*b1, *b2, *whole, *selectors, "linear"),
             optimizers=(  # in order of the question's weight, so a run cut short has answered the first ones
                 OptimizerPlan("adamw", (3e-3, 1e-2), methods=b1, select_on="digits"),
                 OptimizerPlan("adamw", (3e-3, 1e-2), tasks=("digits",), methods=b2, select_on="digits"),
                 OptimizerPlan("adamw", (1e-3, 3e-3), tasks=("digits",), methods=whole, select_on="digits"),
                 OptimizerPlan("adamw", (3e-3, 1e-2), methods=b2, select_on="digits"),
                 OptimizerPlan("adamw", (1e-3, 3e-3), methods=whole, select_on="digits"),
+                OptimizerPlan("adamw", (3e-3, 1e-2), methods=selectors, select_on="digits"),
                 OptimizerPlan("sgd", (0.003, 0.01, 0.03, 0.1, 0.3), methods=("linear", "mha", "full", "lora")),
             ),
             train=TrainProtocol(steps=120, batch_size=32),
