@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from hf_plasticity import COMPONENTS, measure_plasticity, resolve_components
 from hf_plasticity.measure.bounds import weight_bounds
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _timing import interleaved_timings
 from _vit import add_model_args, build_vit
 
 
@@ -61,17 +61,13 @@ def main() -> None:
         weight_bounds(resolve_components(model), COMPONENTS)
 
     forward()  # warm-up
-    timings: dict[str, list[float]] = {"forward": [], "shared": [], "in_situ": [], "bounds": []}
-    for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit all three alike
-        for name, fn in (
-            ("forward", forward),
-            ("shared", lambda: measure("shared")),
-            ("in_situ", lambda: measure("in_situ")),
-            ("bounds", bounds),
-        ):
-            t0 = time.perf_counter()
-            fn()
-            timings[name].append(time.perf_counter() - t0)
+    contenders = {
+        "forward": forward,
+        "shared": lambda: measure("shared"),
+        "in_situ": lambda: measure("in_situ"),
+        "bounds": bounds,
+    }
+    timings = interleaved_timings(contenders, args.repeats)
     base = statistics.median(timings["forward"])
     print(
         f"ViT hidden={args.hidden} layers={args.layers} image={args.image_size} threads={args.threads} "

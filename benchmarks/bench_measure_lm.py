@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from hf_plasticity import COMPONENTS, measure_plasticity, resolve_components
 from hf_plasticity.measure.bounds import weight_bounds
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import interleaved_timings
 
 
 def build_llama(args: argparse.Namespace):
@@ -85,17 +89,13 @@ def main() -> None:
 
     forward()  # warm-up
     measure("shared")
-    timings: dict[str, list[float]] = {"forward": [], "shared": [], "in_situ": [], "bounds": []}
-    for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit all of them alike
-        for name, fn in (
-            ("forward", forward),
-            ("shared", lambda: measure("shared")),
-            ("in_situ", lambda: measure("in_situ")),
-            ("bounds", bounds),
-        ):
-            t0 = time.perf_counter()
-            fn()
-            timings[name].append(time.perf_counter() - t0)
+    contenders = {
+        "forward": forward,
+        "shared": lambda: measure("shared"),
+        "in_situ": lambda: measure("in_situ"),
+        "bounds": bounds,
+    }
+    timings = interleaved_timings(contenders, args.repeats)
     base = statistics.median(timings["forward"])
     where = f"{args.threads} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(
