@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from hf_plasticity import components
 from hf_plasticity.components import (
     COMPONENTS,
     ComponentMap,
@@ -18,6 +17,7 @@ from hf_plasticity.components import (
     resolve_components,
     validate_components,
 )
+from hf_plasticity.components import registry as component_registry
 from hf_plasticity.errors import ComponentMapError, UnknownComponentError, UnsupportedModelError
 
 from .conftest import TINY_MODELS
@@ -52,8 +52,8 @@ def test_a_map_must_name_every_component() -> None:
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, ComponentMap]:
     """A copy of the registry, restored after the test."""
-    copy = dict(components._REGISTRY)
-    monkeypatch.setattr(components, "_REGISTRY", copy)
+    copy = dict(component_registry._REGISTRY)
+    monkeypatch.setattr(component_registry, "_REGISTRY", copy)
     return copy
 
 
