@@ -4,6 +4,9 @@ Learning rates are chosen per (optimizer, task, trained modules) on the validati
 seed, as the paper picks its learning rate; the other seeds then run at that rate. Runs go through a
 pool of worker processes (one thread each) and are cached, so an interrupted or repeated experiment
 resumes where it stopped.
+
+Why one module of ~460 lines: the experiment's specification, its run plan and the worker pool share one
+cache key per run; statistics, figures and outputs are apart (:mod:`.stats`, :mod:`.figure`, :mod:`.output`).
 """
 
 from __future__ import annotations
