@@ -3,7 +3,7 @@
 The package ships scikit-learn's 1,797 8x8 digits so that ``hf-plasticity demo`` (and the ``digits`` data
 set) work after a plain ``pip install hf-plasticity``, without scikit-learn. The pixels are integers
 0..16, so they are stored losslessly as uint8; ``hf_plasticity.data.loaders.read_digits_arrays`` gives
-back exactly scikit-learn's values (tests/test_data_loaders.py compares them with scikit-learn's).
+back exactly scikit-learn's values (tests/data/test_loaders.py compares them with scikit-learn's).
 
     python scripts/make_digits_asset.py                 # rewrite the bundled file
     python scripts/make_digits_asset.py --out /tmp/d.npz

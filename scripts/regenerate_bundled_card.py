@@ -5,7 +5,7 @@
 Writes ``model_cards/vit-fashion-mnist.md`` with its figure ``model_cards/vit-fashion-mnist.png``, and the
 copy shipped in ``hf_plasticity/assets/vit-fashion-mnist/README.md``. After re-measuring the bundled model
 (``hf-plasticity demo``), copy the new report to ``model_cards/vit-fashion-mnist.report.json`` and run this
-again. ``tests/test_cards.py`` checks the committed cards equal what :func:`bundled_model_card` renders.
+again. ``tests/integrations/test_cards.py`` checks the committed cards equal what :func:`bundled_model_card` renders.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py, once under `accelerate launch` (2 processes) and once as one process.
+"""Run by tests/measure/test_distributed.py, once under `accelerate launch` (2 processes) and once as one process.
 
 Each process writes what it ended with to --out, named by its rank: the measurement reports (automatic
 sharding, an explicit one-process measurement, a DDP-prepared model) and, for `hf-plasticity finetune` and

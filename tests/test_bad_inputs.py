@@ -36,8 +36,7 @@ from hf_plasticity import (
 from hf_plasticity.cli import main
 from hf_plasticity.data.loaders import load_named_dataset
 from hf_plasticity.models import load_model
-
-from .conftest import IMAGE_SIZE, TINY_MODELS, pixels
+from tests.conftest import IMAGE_SIZE, TINY_MODELS, pixels
 
 UNWRITABLE = "/sys/hf-plasticity-test/report.json"  # sysfs refuses new files, even to root
 FAST_S = 10.0  # generous: a Hub failure must not sit in retries (they took ~30-100 s)

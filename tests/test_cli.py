@@ -12,8 +12,7 @@ from transformers import ViTImageProcessor
 from hf_plasticity import COMPONENTS, PlasticityReport
 from hf_plasticity.cli import _parser, main
 from hf_plasticity.components import registered_maps
-
-from .conftest import IMAGE_SIZE, TINY_MODELS
+from tests.conftest import IMAGE_SIZE, TINY_MODELS
 
 
 @pytest.fixture(scope="module")

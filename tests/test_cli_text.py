@@ -9,8 +9,7 @@ import pytest
 
 from hf_plasticity.cli import main
 from hf_plasticity.report.report import PlasticityReport
-
-from .text_data import DOWNSTREAM_TEXT, REFERENCE_TEXT, save_with_tokenizer, tiny_llama, word_tokenizer
+from tests.text_data import DOWNSTREAM_TEXT, REFERENCE_TEXT, save_with_tokenizer, tiny_llama, word_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 Everything else (the estimator, the bounds, the PEFT tuner, model cards) asks this module which modules exist
 and what each component is (a norm and its gain rule, one linear or several stacked, attention with its
 projections and auxiliary inputs), never module names or shapes; so supporting a new architecture is one
-:func:`register_component_map` call plus one row in ``tests/test_families.py``, whose brute force checks it
+:func:`register_component_map` call plus one row in ``tests/components/test_families.py``, whose brute force checks it
 against the definition (``../shared/architectures.md``).
 """
 

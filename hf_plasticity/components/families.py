@@ -1,6 +1,6 @@
 """One entry per supported family (module paths from ``named_modules()`` of transformers 5.x), and the
 families refused with a reason. A new architecture is one :func:`register_component_map` call here plus one row
-in ``tests/test_families.py``.
+in ``tests/components/test_families.py``.
 """
 
 from __future__ import annotations

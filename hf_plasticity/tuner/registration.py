@@ -59,7 +59,7 @@ def _count_in_place_weights_as_base() -> None:
 
     original = getattr(save_and_load, "_get_adapter_state_dict_key_prefixes", None)
     if original is None or getattr(original, "_hf_plasticity", False):
-        return  # a PEFT without the helper (tests/test_peft_conformance.py shows whether it still round-trips)
+        return  # a PEFT without the helper (tests/tuner/test_peft_conformance.py shows whether it still round-trips)
 
     def adapter_prefixes(model: Any) -> set[str]:
         in_place = {

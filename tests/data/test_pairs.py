@@ -7,8 +7,7 @@ import torch
 
 from hf_plasticity.data.pairs import DEFAULT_MAX_PAIRS, make_pair_batches
 from hf_plasticity.errors import InvalidInputError, NotEnoughPairsError
-
-from .conftest import pixels
+from tests.conftest import pixels
 
 
 def _all(batches) -> tuple[torch.Tensor, torch.Tensor]:

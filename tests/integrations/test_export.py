@@ -15,8 +15,7 @@ from safetensors.torch import load_file
 from transformers import ViTForImageClassification
 
 from hf_plasticity import ExportError, PlasticityConfig, export_lora, export_merged
-
-from .conftest import TINY_MODELS, pixels
+from tests.conftest import TINY_MODELS, pixels
 
 
 def trained(**kwargs: object) -> PeftModel:

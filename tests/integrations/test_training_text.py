@@ -15,8 +15,7 @@ from hf_plasticity import InvalidInputError, PlasticityConfig
 from hf_plasticity.cli import main
 from hf_plasticity.data.text import token_windows
 from hf_plasticity.integrations.training import finetune, text_dataset
-
-from .text_data import (
+from tests.text_data import (
     DOWNSTREAM_TEXT,
     REFERENCE_TEXT,
     save_with_tokenizer,

@@ -19,8 +19,7 @@ from hf_plasticity import (
     UnknownComponentError,
     measure_plasticity,
 )
-
-from .conftest import pixels
+from tests.conftest import pixels
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import torch
 from hf_plasticity.data.pairs import make_pair_batches
 from hf_plasticity.data.text import check_token_ids, read_text_file, token_windows
 from hf_plasticity.errors import EmptyDataError, InvalidInputError, NotEnoughPairsError
-
-from .text_data import DOWNSTREAM_TEXT, REFERENCE_TEXT, word_tokenizer
+from tests.text_data import DOWNSTREAM_TEXT, REFERENCE_TEXT, word_tokenizer
 
 VOCAB = 50
 

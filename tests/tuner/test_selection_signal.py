@@ -10,8 +10,7 @@ from peft import get_peft_model
 from torch import nn
 
 from hf_plasticity import COMPONENTS, InvalidInputError, PlasticityConfig, PlasticityReport, measure_plasticity
-
-from .conftest import TINY_MODELS, pixels, scale_embedding
+from tests.conftest import TINY_MODELS, pixels, scale_embedding
 
 
 def vit_with_token_scale(scale: float) -> nn.Module:

@@ -26,10 +26,9 @@ from hf_plasticity import (
 )
 from hf_plasticity.cli import main
 from hf_plasticity.integrations.cards import CARD_NAME, TOP_MODULES, plasticity_metadata
+from tests.conftest import TINY_MODELS, pixels
 
-from .conftest import TINY_MODELS, pixels
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_script(name: str) -> Any:

@@ -26,8 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hf_plasticity import InPlaceAdapterError, PlasticityConfig
-
-from .conftest import TINY_MODELS, pixels
+from tests.conftest import TINY_MODELS, pixels
 
 CONFIGS = {  # one row per mode, and PEFT's LoRA as the control
     "full": lambda: PlasticityConfig(components=["mha", "ffn_norm"]),

@@ -20,8 +20,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from hf_plasticity import InvalidInputError, PlasticityReport, measure_plasticity, plasticity_lora_config
-
-from .conftest import TINY_MODELS, pixels, scale_embedding
+from tests.conftest import TINY_MODELS, pixels, scale_embedding
 
 
 def tiny_vit(scale: float = 1.0) -> nn.Module:

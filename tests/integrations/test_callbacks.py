@@ -21,9 +21,8 @@ from hf_plasticity import (
 from hf_plasticity.integrations.callbacks import PlasticityCallback
 from hf_plasticity.integrations.training import finetune
 from hf_plasticity.report.series import PlasticitySeries
-
-from .conftest import TINY, TINY_MODELS, pixels
-from .test_training import tiny_data, training_args
+from tests.conftest import TINY, TINY_MODELS, pixels
+from tests.integrations.test_training import tiny_data, training_args
 
 PAIRS = (pixels(6, seed=7), pixels(6, seed=8))
 

@@ -29,8 +29,7 @@ from hf_plasticity import (
     push_to_hub,
 )
 from hf_plasticity.integrations.cards.sources import report_of
-
-from .conftest import HUB, TINY_MODELS, BlockedNetworkError, pixels
+from tests.conftest import HUB, TINY_MODELS, BlockedNetworkError, pixels
 
 REPO = "someone/vit-plasticity"
 EXPECTED_FILES = {

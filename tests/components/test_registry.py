@@ -19,8 +19,7 @@ from hf_plasticity.components import (
 )
 from hf_plasticity.components import registry as component_registry
 from hf_plasticity.errors import ComponentMapError, UnknownComponentError, UnsupportedModelError
-
-from .conftest import TINY_MODELS
+from tests.conftest import TINY_MODELS
 
 RANKING_CASES = {
     # scores -> expected order: highest first; ties in COMPONENTS order; missing or non-finite scores last

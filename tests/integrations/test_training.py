@@ -23,8 +23,7 @@ from hf_plasticity.integrations.training import (
     finetune_reference,
     parse_rule,
 )
-
-from .conftest import IMAGE_SIZE, TINY_MODELS, pixels
+from tests.conftest import IMAGE_SIZE, TINY_MODELS, pixels
 
 
 def tiny_data(n: int = 24, seed: int = 0) -> datasets.Dataset:

@@ -26,8 +26,7 @@ from hf_plasticity import (
     measure_plasticity,
     resolve_components,
 )
-
-from .conftest import TINY_MODELS, pixels
+from tests.conftest import TINY_MODELS, pixels
 
 SCORES = {"mha": 2.0, "ffn_fc1": 1.5, "ffn_fc2": 1.0, "ffn_norm": 0.5, "attn_norm": 0.1}
 RULES = {
@@ -361,7 +360,7 @@ def test_loading_needs_the_method_registered(tiny_vit: nn.Module, tmp_path: Path
         f"m = hf_plasticity.load_adapter(TINY_MODELS['vit'](), {str(tmp_path)!r})\n"
         "print(type(m).__name__, m.peft_config['default'].peft_type.value)\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", with_import], capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("PeftModel PLASTICITY")

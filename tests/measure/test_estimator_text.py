@@ -12,8 +12,7 @@ from transformers import AutoModelForCausalLM
 from hf_plasticity import measure_plasticity
 from hf_plasticity.data.text import token_windows
 from hf_plasticity.errors import InvalidInputError, NotEnoughPairsError
-
-from .text_data import (
+from tests.text_data import (
     DOWNSTREAM_TEXT,
     REFERENCE_TEXT,
     save_with_tokenizer,

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from hf_plasticity import COMPONENTS, PlasticityReport, measure_plasticity
-
-from .conftest import TINY, pixels, scale_embedding
-from .test_estimator import loader, paper_modules
+from tests.conftest import TINY, pixels, scale_embedding
+from tests.measure.test_estimator import loader, paper_modules
 
 
 def spectral(w: torch.Tensor) -> float:

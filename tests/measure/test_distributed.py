@@ -31,10 +31,9 @@ from hf_plasticity import (
 )
 from hf_plasticity.measure.distributed import resolve_shard
 from hf_plasticity.stats import merge_ranges
+from tests.conftest import IMAGE_SIZE, TINY_MODELS, pixels
 
-from .conftest import IMAGE_SIZE, TINY_MODELS, pixels
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "distributed_worker.py"
 TIMEOUT_S = 240
 ONE_PROCESS_ATOL = 1e-6

@@ -19,7 +19,7 @@ from hf_plasticity.reproduce import METHODS, TASKS
 from hf_plasticity.reproduce import runner as runner_module
 from hf_plasticity.reproduce.command import check_extra
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from hf_plasticity.data.loaders import (
 )
 from hf_plasticity.errors import EmptyDataError, InvalidInputError, MissingDataError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "hf_plasticity" / "assets" / "vit-fashion-mnist"
 
 

@@ -16,8 +16,7 @@ from peft import PeftModel, get_peft_model
 from transformers import ViTConfig, ViTForImageClassification
 
 from hf_plasticity import AdapterLoadError, InvalidInputError, PlasticityConfig, PlasticityError, load_adapter
-
-from .conftest import TINY, TINY_MODELS
+from tests.conftest import TINY, TINY_MODELS
 
 CONFIG_CASES = [
     ({"scores": {"mha": "high"}}, r"scores\['mha'\]='high' is not a finite number.*e\.g\. \{'mha': 2\.0\}"),
@@ -153,7 +152,7 @@ def test_absolute_missing_path(tmp_path: Path) -> None:
 def test_peft_from_pretrained_without_import_names_the_fix(tmp_path: Path) -> None:
     """Without ``import hf_plasticity`` PEFT cannot know the type (KeyError: 'PLASTICITY'); with it, it loads."""
     folder = _saved(tmp_path)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     script = (
         "import torch, sys\nfrom peft import PeftModel\n"
         "from transformers import ViTConfig, ViTForImageClassification\n"

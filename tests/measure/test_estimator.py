@@ -26,8 +26,7 @@ from hf_plasticity import (
     resolve_components,
 )
 from hf_plasticity.measure.estimator import model_inputs
-
-from .conftest import IMAGE_SIZE, TINY, pixels
+from tests.conftest import IMAGE_SIZE, TINY, pixels
 
 
 def loader(t: torch.Tensor, batch_size: int = 4) -> torch.utils.data.DataLoader:

@@ -16,8 +16,7 @@ from hf_plasticity import PlasticityConfig, PlasticityReport, build_model_card, 
 from hf_plasticity.cli import main
 from hf_plasticity.components import THEORETICAL_RANKING
 from hf_plasticity.integrations.cards import BASE_PLACEHOLDER, CARD_NAME, TOP_MODULES
-
-from .conftest import TINY_MODELS, pixels
+from tests.conftest import TINY_MODELS, pixels
 
 
 @pytest.fixture(scope="module")
