@@ -24,6 +24,16 @@ def write_results(
     from .figure import gain_figure
 
     out = Path(out_dir)
+    document = write_document(results, stats, out, command)
+    paths = {"json": out / "results.json", "figure": out / "gain_vs_plasticity.png"}
+    optimizer = "sgd" if "sgd" in stats["summary"] else next(iter(stats["summary"]))
+    gain_figure(results, stats, paths["figure"], optimizer=optimizer)
+    paths["markdown"] = atomic_write_text(out / "results.md", to_markdown(document))
+    return paths
+
+
+def write_document(results: Mapping[str, Any], stats: Mapping[str, Any], out: Path, command: str) -> dict[str, Any]:
+    """Write ``results.json`` (every run and statistic, with the command and the source model) and return it."""
     document = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -32,14 +42,8 @@ def write_results(
         **results,
         "statistics": stats,
     }
-    paths = {
-        "json": atomic_write_text(out / "results.json", json.dumps(jsonable(document), indent=1, allow_nan=False)),
-        "figure": out / "gain_vs_plasticity.png",
-    }
-    optimizer = "sgd" if "sgd" in stats["summary"] else next(iter(stats["summary"]))
-    gain_figure(results, stats, paths["figure"], optimizer=optimizer)
-    paths["markdown"] = atomic_write_text(out / "results.md", to_markdown(document))
-    return paths
+    atomic_write_text(out / "results.json", json.dumps(jsonable(document), indent=1, allow_nan=False))
+    return document
 
 
 def source_model() -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .pareto import BUDGETS, PARETO_METHODS, is_plasticity
@@ -197,20 +196,11 @@ def write_pareto(results: dict[str, Any], stats: dict[str, Any], out_dir: Any, c
     from pathlib import Path
 
     from ..io import atomic_write_text, jsonable
-    from .output import SCHEMA, SCHEMA_VERSION, source_model
+    from .output import write_document
 
     out = Path(out_dir)
-    document = {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "command": command,
-        "source_model": source_model(),
-        **results,
-        "statistics": stats,
-    }
-    paths: dict[str, Any] = {
-        "json": atomic_write_text(out / "results.json", json.dumps(jsonable(document), indent=1, allow_nan=False))
-    }
+    document = write_document(results, stats, out, command)
+    paths: dict[str, Any] = {"json": out / "results.json"}
     optimizer = "adamw" if "adamw" in stats["budgets"] else next(iter(stats["budgets"]))
     paths["figure"] = out / "pareto.png"
     pareto_figure(stats, paths["figure"], optimizer=optimizer)

@@ -149,7 +149,7 @@ def test_text_shards_merge_to_the_one_process_report(world_size: int) -> None:
 
 
 def test_text_for_an_image_model_is_refused_with_the_reason() -> None:
-    from .conftest import TINY_MODELS
+    from tests.conftest import TINY_MODELS
 
     with pytest.raises(InvalidInputError, match="is text but ViTForImageClassification takes images"):
         measure_plasticity(TINY_MODELS["vit"](), torch.zeros(4, 8, dtype=torch.long), **OPTIONS)

@@ -24,7 +24,7 @@ from tests.conftest import pixels
 
 @pytest.fixture(scope="module")
 def report() -> PlasticityReport:
-    from .conftest import TINY_MODELS
+    from tests.conftest import TINY_MODELS
 
     return measure_plasticity(TINY_MODELS["vit"](), pixels(40, seed=11), progress=False, data_name="noise")
 

@@ -166,6 +166,6 @@ def test_adapter_loads_with_plain_peft_in_a_fresh_process(report, tmp_path: Path
 
 
 def _tiny_config() -> dict:
-    from .conftest import TINY
+    from tests.conftest import TINY
 
     return dict(TINY)

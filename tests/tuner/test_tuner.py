@@ -140,7 +140,7 @@ def test_twenty_or_more_targets(mode: str, layers: list[int] | None) -> None:
     """With 20+ targets PEFT shortens their names to suffixes: still exactly the selected modules adapt."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    from .conftest import TINY
+    from tests.conftest import TINY
 
     torch.manual_seed(0)
     base = ViTForImageClassification(ViTConfig(**{**TINY, "num_hidden_layers": 8}))
