@@ -115,16 +115,7 @@ def read_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     They are bundled (``assets/digits.npz``, written by ``scripts/make_digits_asset.py`` from
     ``sklearn.datasets.load_digits``) so the demo runs after a plain install, without scikit-learn.
     """
-    resource = importlib.resources.files("hf_plasticity").joinpath("assets").joinpath(_DIGITS_RESOURCE)
-    if not resource.is_file():
-        raise MissingDataError(
-            f"the bundled digits ({_DIGITS_RESOURCE}) are missing from the hf_plasticity package; reinstall it, "
-            "or regenerate them with scripts/make_digits_asset.py"
-        )
-    with resource.open("rb") as handle, np.load(handle) as archive:
-        images = np.asarray(archive["images"], dtype=np.uint8)
-        labels = np.asarray(archive["labels"]).astype(np.int64)
-    return images, labels
+    return _read_bundled_arrays(_DIGITS_RESOURCE, "the bundled digits", "scripts/make_digits_asset.py")
 
 
 def load_digits_dataset() -> datasets.Dataset:
@@ -277,11 +268,17 @@ def write_fashion_mnist_sample(
 
 def read_fashion_mnist_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The bundled 2000-image sample as arrays; works from an installed wheel, hence importlib.resources."""
-    resource = importlib.resources.files("hf_plasticity").joinpath("assets").joinpath(_SAMPLE_RESOURCE)
+    return _read_bundled_arrays(_SAMPLE_RESOURCE, "the bundled Fashion-MNIST sample", "write_fashion_mnist_sample()")
+
+
+def _read_bundled_arrays(name: str, what: str, regenerate: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images and int64 labels from an ``.npz`` in the package's assets (importlib.resources: works from a
+    wheel as from a checkout)."""
+    resource = importlib.resources.files("hf_plasticity").joinpath("assets").joinpath(name)
     if not resource.is_file():
         raise MissingDataError(
-            f"the bundled Fashion-MNIST sample ({_SAMPLE_RESOURCE}) is missing from the hf_plasticity "
-            "package; reinstall it, or regenerate it with write_fashion_mnist_sample()"
+            f"{what} ({name}) is missing from the hf_plasticity package; reinstall it, or regenerate it with "
+            f"{regenerate}"
         )
     with resource.open("rb") as handle, np.load(handle) as archive:
         images = np.asarray(archive["images"], dtype=np.uint8)
