@@ -138,8 +138,16 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
             f"{t}: " + ", ".join(f"{b} {100 * v:.2f}%" for b, v in s.items()) for t, s in doc["shares"].items()
         ),
         "",
-        "Learning rate per (optimizer, task, method) on validation, seed 0: "
-        + "; ".join(f"`{p['name']}` {p['lrs']} for {p['methods'] or 'all'}" for p in doc["spec"]["optimizers"]),
+        "Learning rates: chosen per method on validation (seed 0) from its grid, on digits for the methods whose "
+        "rate is then used on every task (column lr); grids: "
+        + "; ".join(
+            sorted(
+                {
+                    f"`{p['name']}` {p['lrs']}" + (" (grid only)" if p.get("grid_only") else "")
+                    for p in doc["spec"]["optimizers"]
+                }
+            )
+        ),
         "",
     ]
     for optimizer, data in stats["budgets"].items():
@@ -147,8 +155,8 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
         tasks = sorted({t for v in table.values() for t in v["tasks"]})
         lines += [f"## {optimizer}", ""]
         lines += [
-            "| budget | method | " + " | ".join(tasks) + " | mean | trainable (share) | s/step |",
-            "|---|---|" + "---:|" * (len(tasks) + 3),
+            "| budget | method | " + " | ".join(tasks) + " | mean | trainable (share) | s/step | lr |",
+            "|---|---|" + "---:|" * (len(tasks) + 4),
         ]
         for budget in BUDGETS:
             for name in per_budget[budget]["methods"]:
@@ -163,7 +171,8 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
                 mark = "**" if v["plasticity"] else ""
                 lines.append(
                     f"| {budget} | {mark}{name}{mark} | {cells} | {100 * v['mean']:.1f} | "
-                    f"{max(v['trainable'].values()):,} ({100 * v['share']:.2f}%) | {v['s_per_step']:.3f} |"
+                    f"{max(v['trainable'].values()):,} ({100 * v['share']:.2f}%) | {v['s_per_step']:.3f} | "
+                    f"{' / '.join(f'{lr:g}' for lr in dict.fromkeys(v['lr'].values()))} |"
                 )
         lines += [
             "",
@@ -183,12 +192,48 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
                     f"{per_task} | {w.get('n', 0)} | {'–' if p is None else f'{p:.3f}'} |"
                 )
         lines.append("")
+    lines += _pruned_lines(doc)
     lines += ["## Methods", ""]
     for task, methods in doc["methods"].items():
         for name, m in methods.items():
-            lines.append(f"- `{task}` / `{name}`: {m['description']}; trains {len(m['selected_modules'])} module(s)")
+            count = len(m["selected_modules"])
+            what = f"; trains {count} module(s) on {task}" if count else ""
+            lines.append(f"- `{name}`: {m['description']}{what}")
         break
     return "\n".join(lines) + "\n"
+
+
+def _pruned_lines(doc: dict[str, Any]) -> list[str]:
+    """Methods that ran their learning-rate grid only: their best validation accuracy, the evidence they were
+    dominated, beside the best of the other methods at their budget on the same grid task."""
+    pruned = {m for p in doc["spec"]["optimizers"] if p.get("grid_only") for m in p["methods"] or []}
+    if not pruned:
+        return []
+    best: dict[tuple[str, str, str], tuple[float, str]] = {}  # (optimizer, task, name) -> (val accuracy, lr)
+    for optimizer, per_task in doc.get("lr_grid", {}).items():
+        for task, groups in per_task.items():
+            for entry in groups.values():
+                lr, acc = max(entry["val_accuracy"].items(), key=lambda kv: kv[1])
+                for name in entry["methods"]:
+                    best[optimizer, task, name] = (acc, lr)
+    lines = ["## Pruned after the learning-rate grid", ""]
+    lines += [
+        "| optimizer | task | method | best validation % (lr) | best other at its budget (lr) |",
+        "|---|---|---|---:|---:|",
+    ]
+    for (optimizer, task, name), (acc, lr) in sorted(best.items()):
+        if name not in pruned:
+            continue
+        budget = PARETO_METHODS[name]["budget"]
+        others = [
+            (a, r, n)
+            for (o, t, n), (a, r) in best.items()
+            if o == optimizer and t == task and n not in pruned and PARETO_METHODS.get(n, {}).get("budget") == budget
+        ]
+        top = max(others, default=None)
+        against = f"{100 * top[0]:.1f} ({top[2]}, {top[1]})" if top else "–"
+        lines.append(f"| {optimizer} | {task} | {name} | {100 * acc:.1f} ({lr}) | {against} |")
+    return [*lines, ""]
 
 
 def write_pareto(results: dict[str, Any], stats: dict[str, Any], out_dir: Any, command: str) -> dict[str, Any]:
