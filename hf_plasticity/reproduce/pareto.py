@@ -44,11 +44,13 @@ PARETO_METHODS: dict[str, dict[str, str]] = {
     "mha": {"budget": "B3", "family": "default"},
     "b3_budget_in_situ": {"budget": "B3", "family": "budget", "protocol": "in_situ"},
     "b3_lora_all": {"budget": "B3", "family": "lora_all"},
+    "b4_top2": {"budget": "B4", "family": "default", "top_k": "2"},
+    "b4_budget_in_situ": {"budget": "B4", "family": "budget", "protocol": "in_situ"},
     "full": {"budget": "full", "family": "full"},
     "ln_tuning": {"budget": "LN", "family": "ln_tuning"},
     "linear": {"budget": "head", "family": "linear"},
 }
-BUDGETS = ("head", "LN", "B1", "B2", "B3", "full")
+BUDGETS = ("head", "LN", "B1", "B2", "B3", "B4", "full")
 
 DESCRIPTIONS: dict[str, str] = {
     "b1_plora_in_situ": "plasticity_lora_config(in-situ report, budget=B1): ranks ∝ per-module score",
@@ -70,6 +72,8 @@ DESCRIPTIONS: dict[str, str] = {
     "b2_adalora": "PEFT AdaLoRA on every linear, final budget matched to B2 (as b1_adalora)",
     "b3_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B3)",
     "b3_lora_all": "PEFT LoRA on every linear, rank matched to B3",
+    "b4_top2": "PlasticityConfig(top_k=2): the two least smooth component types in every layer (attention, fc1)",
+    "b4_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B4): whole modules, per (layer, component)",
     "ln_tuning": "PEFT LNTuningConfig on every LayerNorm (+ head)",
 }
 
@@ -79,7 +83,8 @@ def is_pareto_method(name: str) -> bool:
 
 
 def budget_shares(model: nn.Module, lora_share: float) -> dict[str, float]:
-    """B1 (LoRA r=16 on q, v, measured by the caller), B2, B3 (attention in every layer + head)."""
+    """B1 (LoRA r=16 on q, v, measured by the caller), B2, B3 (attention in every layer + head), B4 (attention
+    and the first MLP linear + head: the budget between one component type and full finetuning)."""
     from ..components import resolve_components
     from ..tuner.selection import base_parameter_count
 
@@ -87,7 +92,8 @@ def budget_shares(model: nn.Module, lora_share: float) -> dict[str, float]:
     total = base_parameter_count(model)
     head = sum(base_parameter_count(model.get_submodule(h)) for h in resolved.head_paths())
     mha = sum(base_parameter_count(model.get_submodule(p)) for p in resolved.paths["mha"])
-    return {"B1": lora_share, "B2": B2_SHARE, "B3": (mha + head) / total}
+    fc1 = sum(base_parameter_count(model.get_submodule(p)) for p in resolved.paths["ffn_fc1"])
+    return {"B1": lora_share, "B2": B2_SHARE, "B3": (mha + head) / total, "B4": (mha + fc1 + head) / total}
 
 
 def resolve_pareto(
@@ -115,6 +121,9 @@ def resolve_pareto(
         config = PlasticityConfig(**kwargs)
         modules = select_modules(model, config).modules
         return "plasticity", {"budget": share, "scores": config.resolved_scores()}, modules
+    if family == "default":  # the theoretical ranking's top_k component types, in every layer
+        config = PlasticityConfig(top_k=int(info["top_k"]))
+        return "plasticity", {"top_k": int(info["top_k"])}, select_modules(model, config).modules
     if family == "plora":
         exponent = float(info.get("exponent", 1.0))
         plan = allocate_ranks(reports[info["protocol"]], model, budget=share, exponent=exponent)

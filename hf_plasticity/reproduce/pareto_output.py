@@ -90,35 +90,40 @@ def _best_against(
     }
 
 
-def pareto_figure(analysis: dict[str, Any], path: Any, optimizer: str = "adamw") -> None:
-    """Test accuracy (mean of tasks) against trainable share, log x: plasticity options filled, peers hollow."""
+def pareto_figure(analysis: dict[str, Any], path: Any) -> None:
+    """Test accuracy (mean of tasks) against trainable share, log x, one panel per optimizer (AdamW first):
+    plasticity options filled, peers hollow, one colour per family in both panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = analysis["budgets"][optimizer]["table"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    families = sorted({v["family"] for v in table.values()})
+    optimizers = sorted(analysis["budgets"], key=lambda o: (o != "adamw", o))
+    tables = [analysis["budgets"][o]["table"] for o in optimizers]
+    families = sorted({v["family"] for table in tables for v in table.values()})
     colours = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
-    for name, v in table.items():
-        ax.scatter(
-            100 * v["share"],
-            100 * v["mean"],
-            s=60,
-            color=colours[v["family"]] if v["plasticity"] else "white",
-            edgecolors=colours[v["family"]],
-            linewidths=1.8,
-            zorder=3,
-        )
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(7.5 * len(optimizers), 5.0), squeeze=False)
+    for ax, optimizer, table in zip(axes[0], optimizers, tables, strict=True):
         every = max(len(w["tasks"]) for w in table.values())
-        label = name if len(v["tasks"]) == every else f"{name} ({', '.join(v['tasks'])} only)"
-        ax.annotate(label, (100 * v["share"], 100 * v["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (% of the model, head included; log scale)")
-    ax.set_ylabel("test accuracy (%, mean of tasks x seeds)")
-    ax.set_title(f"Accuracy against trainable share ({optimizer}); filled = plasticity, hollow = PEFT peers")
-    ax.grid(True, which="both", alpha=0.3)
+        for name, v in table.items():
+            ax.scatter(
+                100 * v["share"],
+                100 * v["mean"],
+                s=60,
+                color=colours[v["family"]] if v["plasticity"] else "white",
+                edgecolors=colours[v["family"]],
+                linewidths=1.8,
+                zorder=3,
+            )
+            label = name if len(v["tasks"]) == every else f"{name} ({', '.join(v['tasks'])} only)"
+            ax.annotate(
+                label, (100 * v["share"], 100 * v["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters (% of the model, head included; log scale)")
+        ax.set_ylabel("test accuracy (%, mean of tasks x seeds)")
+        ax.set_title(f"{optimizer}: filled = plasticity, hollow = PEFT peers")
+        ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -246,8 +251,7 @@ def write_pareto(results: dict[str, Any], stats: dict[str, Any], out_dir: Any, c
     out = Path(out_dir)
     document = write_document(results, stats, out, command)
     paths: dict[str, Any] = {"json": out / "results.json"}
-    optimizer = "adamw" if "adamw" in stats["budgets"] else next(iter(stats["budgets"]))
     paths["figure"] = out / "pareto.png"
-    pareto_figure(stats, paths["figure"], optimizer=optimizer)
+    pareto_figure(stats, paths["figure"])
     paths["markdown"] = atomic_write_text(out / "results.md", pareto_markdown(jsonable(document)))
     return paths

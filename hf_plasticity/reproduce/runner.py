@@ -110,7 +110,8 @@ class ExperimentSpec:
         from a grid per family and used on every task: {3e-4, 1e-3, 3e-3} for whole modules, {3e-3, 1e-2,
         3e-2} for LoRA-type methods (their best rate is about 10x a whole module's). Per budget: the plasticity
         options (ranks ∝ score, and the flatter ∝ sqrt(score) allocation) against LoRA on q, v and on every
-        linear, AdaLoRA, EVA and KappaTune at B1, AdaLoRA at B2, LN tuning at its own budget. The shared-protocol
+        linear, AdaLoRA, EVA and KappaTune at B1, AdaLoRA at B2, LN tuning at its own budget; at B4 (attention
+        and fc1, 66%) the theoretical top two types and the measured per-module budget. The shared-protocol
         options run their grid only: they lost it on digits (pruned, the README says by how much). SGD, the
         paper's ablation, beside: the best plasticity option and the best peer at B1 and B2 ({0.03, 0.1, 0.3},
         chosen on digits), and the main run's cached runs (head, LoRA r=16, attention, full finetuning).
@@ -122,14 +123,16 @@ class ExperimentSpec:
         b2 = ("b2_plora_in_situ", "b2_plora_flat", "b2_lora_all", "b2_adalora")
         whole = ("b2_budget_in_situ", "b3_budget_in_situ", "mha", "full")
         selectors = ("b1_eva", "b1_kappa", "ln_tuning")
+        b4 = ("b4_top2", "b4_budget_in_situ")
         sgd_pareto = ("b1_plora_in_situ", "b1_lora_all", "b2_plora_in_situ", "b2_lora_all")
         return cls(
-            methods=(*b1, *b2, *whole, *selectors, "b1_plora_shared", "b2_budget_shared", "linear"),
+            methods=(*b1, *b2, *whole, *selectors, *b4, "b1_plora_shared", "b2_budget_shared", "linear"),
             optimizers=(  # in order of the question's weight, so a run cut short has answered the first ones
                 OptimizerPlan("adamw", lora_rates, methods=b1, select_on="digits"),
                 OptimizerPlan("adamw", lora_rates, methods=b2, select_on="digits"),
                 OptimizerPlan("adamw", whole_rates, methods=whole, select_on="digits"),
                 OptimizerPlan("adamw", lora_rates, methods=selectors, select_on="digits"),
+                OptimizerPlan("adamw", whole_rates, methods=b4, select_on="digits"),
                 OptimizerPlan("sgd", (0.03, 0.1, 0.3), methods=sgd_pareto, select_on="digits"),
                 OptimizerPlan("sgd", (0.003, 0.01, 0.03, 0.1, 0.3), methods=("linear", "mha", "full", "lora")),
                 OptimizerPlan("adamw", lora_rates, methods=("b1_plora_shared",), select_on="digits", grid_only=True),
@@ -153,6 +156,7 @@ class ExperimentSpec:
             "b1_eva",
             "b1_kappa",
             "ln_tuning",
+            "b4_top2",
         )
         return cls(
             methods=(*trained, "b1_plora_shared"),

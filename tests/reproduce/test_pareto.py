@@ -76,6 +76,14 @@ def test_wilcoxon_is_over_the_paired_task_seed_accuracies(pareto) -> None:
         assert test["statistic"] == pytest.approx(ranks[nonzero > 0].sum())
 
 
+def test_b4_top2_trains_the_two_least_smooth_types_of_the_theory(pareto) -> None:
+    _, doc = pareto
+    method = doc["methods"]["digits"]["b4_top2"]
+    trained = method["selected_modules"]
+    assert sorted({m.rsplit(".", 1)[-1] for m in trained}) == ["attention", "fc1"]
+    assert len(trained) == 12  # 6 layers x (attention, fc1): the paper's order puts them first
+
+
 def test_families_split_into_plasticity_and_peers() -> None:
     assert {n for n in PARETO_METHODS if is_plasticity(n)} >= {"b1_plora_in_situ", "b2_budget_in_situ", "mha"}
     assert not any(is_plasticity(n) for n in ("lora", "b1_lora_all", "b1_eva", "b1_kappa", "ln_tuning", "full"))
