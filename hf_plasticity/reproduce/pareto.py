@@ -199,8 +199,10 @@ def build_peft(model: nn.Module, spec: dict[str, Any], task: Any = None, steps: 
     if spec["method"] == "adalora":
         if steps < 1:
             raise InvalidInputError(f"AdaLoRA's rank schedule needs the run's number of steps (steps={steps})")
-        schedule = {"total_step": steps, "tinit": steps // 10, "tfinal": steps // 5, "deltaT": 1}
-        return get_peft_model(model, AdaLoraConfig(lora_dropout=0.0, **schedule, **fields))
+        adalora = AdaLoraConfig(
+            lora_dropout=0.0, total_step=steps, tinit=steps // 10, tfinal=steps // 5, deltaT=1, **fields
+        )
+        return get_peft_model(model, adalora)
     if spec["method"] == "eva":
         import torch
         from peft import initialize_lora_eva_weights
