@@ -68,6 +68,18 @@ def cached_result(job: RunJob) -> dict[str, Any] | None:
         return None  # a damaged cache entry is retrained, never trusted
 
 
+def _rank_allocation_callback() -> Any:
+    """AdaLoRA prunes its ranks between the optimizer step and ``zero_grad``, where Trainer calls
+    ``on_optimizer_step`` (transformers has no AdaLoRA hook of its own)."""
+    from transformers import TrainerCallback
+
+    class RankAllocation(TrainerCallback):
+        def on_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            model.base_model.update_and_allocate(state.global_step)
+
+    return RankAllocation()
+
+
 def run_job(job: RunJob, task: Task) -> dict[str, Any]:
     """Train, evaluate on the validation and test splits, cache and return the result."""
     from transformers import PrinterCallback, Trainer, TrainingArguments
@@ -81,7 +93,7 @@ def run_job(job: RunJob, task: Task) -> dict[str, Any]:
     # once the heap is frozen) leaves it only this run's objects to walk.
     gc.collect()
     gc.freeze()
-    model = build_trainable(job.method, task.num_labels, job.seed, task)
+    model = build_trainable(job.method, task.num_labels, job.seed, task, steps=job.protocol.steps)
     trainable, total = count_parameters(model)
     metric = load_metric("accuracy")
 
@@ -119,6 +131,8 @@ def run_job(job: RunJob, task: Task) -> dict[str, Any]:
             compute_metrics=compute_metrics,
         )
         trainer.remove_callback(PrinterCallback)  # results go to the cache file, not to the console
+        if hasattr(getattr(model, "base_model", None), "update_and_allocate"):
+            trainer.add_callback(_rank_allocation_callback())
         train_out = trainer.train()
         scores = trainer.evaluate(eval_dataset={"val": task.split("val"), "test": task.split("test")})
     runtime = float(train_out.metrics["train_runtime"])

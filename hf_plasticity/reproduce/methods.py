@@ -27,7 +27,7 @@ LORA_RANK = 16
 LORA_TARGETS = ("q_proj", "v_proj")
 
 BASELINES = ("linear", "full", "lora")
-SELECTIONS = ("theory", "shared", "in_situ", "shared_measured", "in_situ_measured", "budget", "budget_lora")
+SELECTIONS = ("theory", "shared", "in_situ", "shared_measured", "in_situ_measured", "budget")
 """The package's selections: its defaults (``shared``/``in_situ`` = ``from_report`` with ``signal='auto'``), and
 the raw measured rankings (``signal='measured'``), kept as the evidence for that default."""
 METHODS: tuple[str, ...] = ("linear", *COMPONENTS, "full", "lora", *SELECTIONS)
@@ -45,7 +45,6 @@ DESCRIPTIONS: dict[str, str] = {
     "shared_measured": "PlasticityConfig.from_report(shared-protocol report, top_k=1, signal='measured')",
     "in_situ_measured": "PlasticityConfig.from_report(in-situ report, top_k=1, signal='measured')",
     "budget": "PlasticityConfig(budget=LoRA's trainable share): mode full, theoretical ranking",
-    "budget_lora": f"PlasticityConfig(budget=LoRA's share, mode='lora', r={LORA_RANK}): theoretical ranking",
 }
 
 
@@ -100,10 +99,11 @@ def base_model(num_labels: int, seed: int) -> nn.Module:
         hf_logging.enable_progress_bar()
 
 
-def build_trainable(method: ResolvedMethod, num_labels: int, seed: int, task: Any = None) -> nn.Module:
+def build_trainable(method: ResolvedMethod, num_labels: int, seed: int, task: Any = None, steps: int = 0) -> nn.Module:
     """The model a run trains: base weights, fresh head, and only the method's parameters trainable.
 
-    ``task`` (its train split) is read only by methods initialised from data (EVA).
+    ``task`` (its train split) is read only by methods initialised from data (EVA), ``steps`` only by methods
+    with a schedule of their own (AdaLoRA).
     """
     model = base_model(num_labels, seed)
     if method.kind == "full":
@@ -119,7 +119,7 @@ def build_trainable(method: ResolvedMethod, num_labels: int, seed: int, task: An
     if method.kind == "peft":
         from .pareto import build_peft
 
-        return build_peft(model, method.plasticity, task)
+        return build_peft(model, method.plasticity, task, steps)
     config = PlasticityConfig(**method.plasticity)
     peft_model = get_peft_model(model, config)
     chosen = list(peft_model.peft_config["default"].selected_modules or [])
@@ -168,7 +168,7 @@ def resolve_methods(
             kind, spec, modules = resolve_pareto(name, model, reports, shares)
             if kind == "plasticity":
                 config = PlasticityConfig(**spec)
-                key = _run_key(config, modules, sorted(set(select_modules(model, config).components.values())))
+                key = _run_key(modules, sorted(set(select_modules(model, config).components.values())))
             else:
                 from .pareto import peft_run_key
 
@@ -179,7 +179,7 @@ def resolve_methods(
         config = PlasticityConfig(**kwargs)
         selection = select_modules(model, config)
         stored = {**kwargs, "scores": config.resolved_scores()}  # normalised scores: plain JSON, picklable
-        key = _run_key(config, selection.modules, sorted(set(selection.components.values())))
+        key = _run_key(selection.modules, sorted(set(selection.components.values())))
         out[name] = ResolvedMethod(name, "plasticity", key, stored, list(selection.modules))
     return out
 
@@ -196,13 +196,10 @@ def _plasticity_kwargs(name: str, reports: dict[str, PlasticityReport], budget: 
         return {"scores": reports[protocol], "top_k": 1, **({"signal": "measured"} if name != protocol else {})}
     if name == "budget":
         return {"budget": budget}
-    if name == "budget_lora":
-        return {"budget": budget, "mode": "lora", "r": LORA_RANK, "lora_alpha": LORA_RANK}
     raise InvalidInputError(f"unknown method {name!r}; choose from {list(METHODS)}")
 
 
-def _run_key(config: PlasticityConfig, modules: list[str], comps: list[str]) -> str:
-    """Same modules, same mode (and rank) = same training: one key, whatever rule chose them."""
-    mode = "full" if config.mode == "full" else f"lora-r{config.r}-a{config.lora_alpha}"
+def _run_key(modules: list[str], comps: list[str]) -> str:
+    """Same modules = same training: one key, whatever rule chose them (``full:``: the modules' own weights)."""
     digest = hashlib.sha256(json.dumps(sorted(modules)).encode()).hexdigest()[:10]
-    return f"{mode}:{'+'.join(comps)}:{len(modules)}:{digest}"
+    return f"full:{'+'.join(comps)}:{len(modules)}:{digest}"

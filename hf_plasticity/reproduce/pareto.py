@@ -21,44 +21,59 @@ from ..errors import InvalidInputError
 from ..report.report import PlasticityReport
 
 B2_SHARE = 0.12
-PEER_KINDS = ("lora_qv", "lora_all", "eva", "kappa", "ln_tuning", "linear", "full")
+PEER_KINDS = ("lora_qv", "lora_all", "adalora", "eva", "kappa", "ln_tuning", "linear", "full")
 """Method families that are not plasticity's: the best of them per budget is "the best peer"."""
 
 PARETO_METHODS: dict[str, dict[str, str]] = {
     # name: budget, family, protocol (plasticity options only), description
     "b1_plora_in_situ": {"budget": "B1", "family": "plora", "protocol": "in_situ"},
+    "b1_plora_flat": {"budget": "B1", "family": "plora", "protocol": "in_situ", "exponent": "0.5"},
     "b1_plora_shared": {"budget": "B1", "family": "plora", "protocol": "shared"},
     "lora": {"budget": "B1", "family": "lora_qv"},
     "b1_lora_all": {"budget": "B1", "family": "lora_all"},
+    "b1_adalora": {"budget": "B1", "family": "adalora"},
     "b1_eva": {"budget": "B1", "family": "eva"},
     "b1_kappa": {"budget": "B1", "family": "kappa"},
     "b2_plora_in_situ": {"budget": "B2", "family": "plora", "protocol": "in_situ"},
+    "b2_plora_flat": {"budget": "B2", "family": "plora", "protocol": "in_situ", "exponent": "0.5"},
     "b2_budget_in_situ": {"budget": "B2", "family": "budget", "protocol": "in_situ"},
     "b2_budget_shared": {"budget": "B2", "family": "budget", "protocol": "shared"},
     "b2_lora_qv": {"budget": "B2", "family": "lora_qv"},
     "b2_lora_all": {"budget": "B2", "family": "lora_all"},
+    "b2_adalora": {"budget": "B2", "family": "adalora"},
     "mha": {"budget": "B3", "family": "default"},
     "b3_budget_in_situ": {"budget": "B3", "family": "budget", "protocol": "in_situ"},
     "b3_lora_all": {"budget": "B3", "family": "lora_all"},
+    "b4_top2": {"budget": "B4", "family": "default", "top_k": "2"},
+    "b4_budget_in_situ": {"budget": "B4", "family": "budget", "protocol": "in_situ"},
     "full": {"budget": "full", "family": "full"},
     "ln_tuning": {"budget": "LN", "family": "ln_tuning"},
     "linear": {"budget": "head", "family": "linear"},
 }
-BUDGETS = ("head", "LN", "B1", "B2", "B3", "full")
+BUDGETS = ("head", "LN", "B1", "B2", "B3", "B4", "full")
 
 DESCRIPTIONS: dict[str, str] = {
     "b1_plora_in_situ": "plasticity_lora_config(in-situ report, budget=B1): ranks ∝ per-module score",
+    "b1_plora_flat": "plasticity_lora_config(in-situ report, budget=B1, exponent=0.5): ranks ∝ sqrt(score)",
     "b1_plora_shared": "plasticity_lora_config(shared report, budget=B1)",
     "b1_lora_all": "PEFT LoRA on every linear of every block, rank matched to B1",
+    "b1_adalora": (
+        "PEFT AdaLoRA on every linear: final budget target_r = B1's matched rank, init_r = 1.5 x target_r, ranks "
+        "pruned by sensitivity over steps 10%-80% (update_and_allocate after every optimizer step)"
+    ),
     "b1_eva": "PEFT LoRA with EVA init (EvaConfig(rho=2), ranks redistributed from activations) on every linear, B1",
     "b1_kappa": "KappaTune targets (peft.helpers.find_kappa_target_modules, top_p=0.25) + LoRA, rank matched to B1",
     "b2_plora_in_situ": "plasticity_lora_config(in-situ report, budget=B2)",
+    "b2_plora_flat": "plasticity_lora_config(in-situ report, budget=B2, exponent=0.5)",
     "b2_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B2): whole modules, per (layer, component)",
     "b2_budget_shared": "PlasticityConfig(scores=shared report, budget=B2)",
     "b2_lora_qv": "PEFT LoRA on q, v, rank matched to B2",
     "b2_lora_all": "PEFT LoRA on every linear, rank matched to B2",
+    "b2_adalora": "PEFT AdaLoRA on every linear, final budget matched to B2 (as b1_adalora)",
     "b3_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B3)",
     "b3_lora_all": "PEFT LoRA on every linear, rank matched to B3",
+    "b4_top2": "PlasticityConfig(top_k=2): the two least smooth component types in every layer (attention, fc1)",
+    "b4_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B4): whole modules, per (layer, component)",
     "ln_tuning": "PEFT LNTuningConfig on every LayerNorm (+ head)",
 }
 
@@ -68,7 +83,8 @@ def is_pareto_method(name: str) -> bool:
 
 
 def budget_shares(model: nn.Module, lora_share: float) -> dict[str, float]:
-    """B1 (LoRA r=16 on q, v, measured by the caller), B2, B3 (attention in every layer + head)."""
+    """B1 (LoRA r=16 on q, v, measured by the caller), B2, B3 (attention in every layer + head), B4 (attention
+    and the first MLP linear + head: the budget between one component type and full finetuning)."""
     from ..components import resolve_components
     from ..tuner.selection import base_parameter_count
 
@@ -76,7 +92,8 @@ def budget_shares(model: nn.Module, lora_share: float) -> dict[str, float]:
     total = base_parameter_count(model)
     head = sum(base_parameter_count(model.get_submodule(h)) for h in resolved.head_paths())
     mha = sum(base_parameter_count(model.get_submodule(p)) for p in resolved.paths["mha"])
-    return {"B1": lora_share, "B2": B2_SHARE, "B3": (mha + head) / total}
+    fc1 = sum(base_parameter_count(model.get_submodule(p)) for p in resolved.paths["ffn_fc1"])
+    return {"B1": lora_share, "B2": B2_SHARE, "B3": (mha + head) / total, "B4": (mha + fc1 + head) / total}
 
 
 def resolve_pareto(
@@ -104,8 +121,12 @@ def resolve_pareto(
         config = PlasticityConfig(**kwargs)
         modules = select_modules(model, config).modules
         return "plasticity", {"budget": share, "scores": config.resolved_scores()}, modules
+    if family == "default":  # the theoretical ranking's top_k component types, in every layer
+        config = PlasticityConfig(top_k=int(info["top_k"]))
+        return "plasticity", {"top_k": int(info["top_k"])}, select_modules(model, config).modules
     if family == "plora":
-        plan = allocate_ranks(reports[info["protocol"]], model, budget=share)
+        exponent = float(info.get("exponent", 1.0))
+        plan = allocate_ranks(reports[info["protocol"]], model, budget=share, exponent=exponent)
         ranks = {p: r for p, r in plan["ranks"].items() if r > 0}
         top = max(ranks.values())
         spec = {
@@ -121,11 +142,16 @@ def resolve_pareto(
     if family == "lora_qv":
         targets = [p for p in linears if p.rsplit(".", 1)[-1] in ("q_proj", "v_proj")]
         return "peft", _matched_lora(targets, linears, allowance, heads), targets
-    if family in ("lora_all", "eva"):
+    if family in ("lora_all", "eva", "adalora"):
         targets = list(linears)
         spec = _matched_lora(targets, linears, allowance, heads)
         if family == "eva":
             spec = {**spec, "method": "eva"}
+        if family == "adalora":  # AdaLoRA's budget is its final average rank; it starts half as wide again
+            target_r = spec["r"]
+            init_r = max(target_r + 1, math.ceil(1.5 * target_r))
+            spec = {**spec, "method": "adalora", "target_r": target_r, "init_r": init_r, "lora_alpha": init_r}
+            del spec["r"]
         return "peft", spec, targets
     if family == "kappa":
         from peft.helpers import find_kappa_target_modules
@@ -158,14 +184,23 @@ def peft_run_key(spec: dict[str, Any]) -> str:
 
 
 def build_peft(model: nn.Module, spec: dict[str, Any], task: Any = None, steps: int = 0) -> nn.Module:
-    """The PEFT model a ``peft`` spec describes; EVA is initialised from the task's train split."""
-    from peft import EvaConfig, LNTuningConfig, LoraConfig, get_peft_model
+    """The PEFT model a ``peft`` spec describes; EVA is initialised from the task's train split.
+
+    AdaLoRA's rank schedule spans the run's ``steps``: ranks stay whole for the first 10%, are pruned to the
+    budget until 80%, then stay fixed (the training loop calls ``update_and_allocate``; see ``finetune``).
+    """
+    from peft import AdaLoraConfig, EvaConfig, LNTuningConfig, LoraConfig, get_peft_model
 
     fields = {k: v for k, v in spec.items() if k != "method"}
     if spec["method"] == "ln_tuning":
         return get_peft_model(model, LNTuningConfig(**fields))
     if spec["method"] == "lora":
         return get_peft_model(model, LoraConfig(lora_dropout=0.0, **fields))
+    if spec["method"] == "adalora":
+        if steps < 1:
+            raise InvalidInputError(f"AdaLoRA's rank schedule needs the run's number of steps (steps={steps})")
+        schedule = {"total_step": steps, "tinit": steps // 10, "tfinal": steps // 5, "deltaT": 1}
+        return get_peft_model(model, AdaLoraConfig(lora_dropout=0.0, **schedule, **fields))
     if spec["method"] == "eva":
         import torch
         from peft import initialize_lora_eva_weights

@@ -90,35 +90,40 @@ def _best_against(
     }
 
 
-def pareto_figure(analysis: dict[str, Any], path: Any, optimizer: str = "adamw") -> None:
-    """Test accuracy (mean of tasks) against trainable share, log x: plasticity options filled, peers hollow."""
+def pareto_figure(analysis: dict[str, Any], path: Any) -> None:
+    """Test accuracy (mean of tasks) against trainable share, log x, one panel per optimizer (AdamW first):
+    plasticity options filled, peers hollow, one colour per family in both panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = analysis["budgets"][optimizer]["table"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    families = sorted({v["family"] for v in table.values()})
+    optimizers = sorted(analysis["budgets"], key=lambda o: (o != "adamw", o))
+    tables = [analysis["budgets"][o]["table"] for o in optimizers]
+    families = sorted({v["family"] for table in tables for v in table.values()})
     colours = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
-    for name, v in table.items():
-        ax.scatter(
-            100 * v["share"],
-            100 * v["mean"],
-            s=60,
-            color=colours[v["family"]] if v["plasticity"] else "white",
-            edgecolors=colours[v["family"]],
-            linewidths=1.8,
-            zorder=3,
-        )
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(7.5 * len(optimizers), 5.0), squeeze=False)
+    for ax, optimizer, table in zip(axes[0], optimizers, tables, strict=True):
         every = max(len(w["tasks"]) for w in table.values())
-        label = name if len(v["tasks"]) == every else f"{name} ({', '.join(v['tasks'])} only)"
-        ax.annotate(label, (100 * v["share"], 100 * v["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (% of the model, head included; log scale)")
-    ax.set_ylabel("test accuracy (%, mean of tasks x seeds)")
-    ax.set_title(f"Accuracy against trainable share ({optimizer}); filled = plasticity, hollow = PEFT peers")
-    ax.grid(True, which="both", alpha=0.3)
+        for name, v in table.items():
+            ax.scatter(
+                100 * v["share"],
+                100 * v["mean"],
+                s=60,
+                color=colours[v["family"]] if v["plasticity"] else "white",
+                edgecolors=colours[v["family"]],
+                linewidths=1.8,
+                zorder=3,
+            )
+            label = name if len(v["tasks"]) == every else f"{name} ({', '.join(v['tasks'])} only)"
+            ax.annotate(
+                label, (100 * v["share"], 100 * v["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters (% of the model, head included; log scale)")
+        ax.set_ylabel("test accuracy (%, mean of tasks x seeds)")
+        ax.set_title(f"{optimizer}: filled = plasticity, hollow = PEFT peers")
+        ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -138,8 +143,16 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
             f"{t}: " + ", ".join(f"{b} {100 * v:.2f}%" for b, v in s.items()) for t, s in doc["shares"].items()
         ),
         "",
-        "Learning rate per (optimizer, task, method) on validation, seed 0: "
-        + "; ".join(f"`{p['name']}` {p['lrs']} for {p['methods'] or 'all'}" for p in doc["spec"]["optimizers"]),
+        "Learning rates: chosen per method on validation (seed 0) from its grid, on digits for the methods whose "
+        "rate is then used on every task (column lr); grids: "
+        + "; ".join(
+            sorted(
+                {
+                    f"`{p['name']}` {p['lrs']}" + (" (grid only)" if p.get("grid_only") else "")
+                    for p in doc["spec"]["optimizers"]
+                }
+            )
+        ),
         "",
     ]
     for optimizer, data in stats["budgets"].items():
@@ -147,8 +160,8 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
         tasks = sorted({t for v in table.values() for t in v["tasks"]})
         lines += [f"## {optimizer}", ""]
         lines += [
-            "| budget | method | " + " | ".join(tasks) + " | mean | trainable (share) | s/step |",
-            "|---|---|" + "---:|" * (len(tasks) + 3),
+            "| budget | method | " + " | ".join(tasks) + " | mean | trainable (share) | s/step | lr |",
+            "|---|---|" + "---:|" * (len(tasks) + 4),
         ]
         for budget in BUDGETS:
             for name in per_budget[budget]["methods"]:
@@ -163,7 +176,8 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
                 mark = "**" if v["plasticity"] else ""
                 lines.append(
                     f"| {budget} | {mark}{name}{mark} | {cells} | {100 * v['mean']:.1f} | "
-                    f"{max(v['trainable'].values()):,} ({100 * v['share']:.2f}%) | {v['s_per_step']:.3f} |"
+                    f"{max(v['trainable'].values()):,} ({100 * v['share']:.2f}%) | {v['s_per_step']:.3f} | "
+                    f"{' / '.join(f'{lr:g}' for lr in dict.fromkeys(v['lr'].values()))} |"
                 )
         lines += [
             "",
@@ -183,12 +197,48 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
                     f"{per_task} | {w.get('n', 0)} | {'–' if p is None else f'{p:.3f}'} |"
                 )
         lines.append("")
+    lines += _pruned_lines(doc)
     lines += ["## Methods", ""]
     for task, methods in doc["methods"].items():
         for name, m in methods.items():
-            lines.append(f"- `{task}` / `{name}`: {m['description']}; trains {len(m['selected_modules'])} module(s)")
+            count = len(m["selected_modules"])
+            what = f"; trains {count} module(s) on {task}" if count else ""
+            lines.append(f"- `{name}`: {m['description']}{what}")
         break
     return "\n".join(lines) + "\n"
+
+
+def _pruned_lines(doc: dict[str, Any]) -> list[str]:
+    """Methods that ran their learning-rate grid only: their best validation accuracy, the evidence they were
+    dominated, beside the best of the other methods at their budget on the same grid task."""
+    pruned = {m for p in doc["spec"]["optimizers"] if p.get("grid_only") for m in p["methods"] or []}
+    if not pruned:
+        return []
+    best: dict[tuple[str, str, str], tuple[float, str]] = {}  # (optimizer, task, name) -> (val accuracy, lr)
+    for optimizer, per_task in doc.get("lr_grid", {}).items():
+        for task, groups in per_task.items():
+            for entry in groups.values():
+                lr, acc = max(entry["val_accuracy"].items(), key=lambda kv: kv[1])
+                for name in entry["methods"]:
+                    best[optimizer, task, name] = (acc, lr)
+    lines = ["## Pruned after the learning-rate grid", ""]
+    lines += [
+        "| optimizer | task | method | best validation % (lr) | best other at its budget (lr) |",
+        "|---|---|---|---:|---:|",
+    ]
+    for (optimizer, task, name), (acc, lr) in sorted(best.items()):
+        if name not in pruned:
+            continue
+        budget = PARETO_METHODS[name]["budget"]
+        others = [
+            (a, r, n)
+            for (o, t, n), (a, r) in best.items()
+            if o == optimizer and t == task and n not in pruned and PARETO_METHODS.get(n, {}).get("budget") == budget
+        ]
+        top = max(others, default=None)
+        against = f"{100 * top[0]:.1f} ({top[2]}, {top[1]})" if top else "–"
+        lines.append(f"| {optimizer} | {task} | {name} | {100 * acc:.1f} ({lr}) | {against} |")
+    return [*lines, ""]
 
 
 def write_pareto(results: dict[str, Any], stats: dict[str, Any], out_dir: Any, command: str) -> dict[str, Any]:
@@ -201,8 +251,7 @@ def write_pareto(results: dict[str, Any], stats: dict[str, Any], out_dir: Any, c
     out = Path(out_dir)
     document = write_document(results, stats, out, command)
     paths: dict[str, Any] = {"json": out / "results.json"}
-    optimizer = "adamw" if "adamw" in stats["budgets"] else next(iter(stats["budgets"]))
     paths["figure"] = out / "pareto.png"
-    pareto_figure(stats, paths["figure"], optimizer=optimizer)
+    pareto_figure(stats, paths["figure"])
     paths["markdown"] = atomic_write_text(out / "results.md", pareto_markdown(jsonable(document)))
     return paths

@@ -41,19 +41,21 @@ def plasticity_lora_config(
     budget: float = DEFAULT_LORA_BUDGET,
     model: nn.Module | None = None,
     signal: str = "auto",
+    exponent: float = 1.0,
     modules_to_save: list[str] | None = None,
     lora_dropout: float = 0.0,
     **lora_kwargs: Any,
 ) -> Any:
     """A ``peft.LoraConfig`` whose ranks follow the measured plasticity of each (layer, component).
 
-    Every module of a layer gets an allocation ``c * score`` (its own measured rate, under the ``signal`` guard:
-    with ``"auto"`` the LayerNorm cells whose rate exceeds their theoretical bound are left out); a linear's rank
-    is ``floor(c * score)`` (at most ``min(in, out)``; a rank of 0 leaves it untouched), a LayerNorm whose
-    allocation reaches 1 is trained whole (``modules_to_save``), and ``c`` is the largest that keeps the
-    trainable parameters, head included, within ``budget`` of the model's. The share then falls short of the
-    budget by less than one rank step of one module. ``lora_alpha`` equals each rank (scaling 1, as PEFT's
-    LoRA with ``lora_alpha=r``), so a module's update scale does not depend on its rank.
+    Every module of a layer gets an allocation ``c * score ** exponent`` (its own measured rate, under the
+    ``signal`` guard: with ``"auto"`` the LayerNorm cells whose rate exceeds their theoretical bound are left
+    out; ``exponent`` < 1 flattens the allocation towards uniform ranks). A linear's rank is the floor of its
+    allocation (at most ``min(in, out)``; a rank of 0 leaves it untouched), a LayerNorm whose allocation
+    reaches 1 is trained whole (``modules_to_save``), and ``c`` is the largest that keeps the trainable
+    parameters, head included, within ``budget`` of the model's. The share then falls short of the budget by
+    less than one rank step of one module. ``lora_alpha`` equals each rank (scaling 1, as PEFT's LoRA with
+    ``lora_alpha=r``), so a module's update scale does not depend on its rank.
 
     ``model`` is the model the config is for (its parameters are counted; a report records its module paths but
     not their shapes, so it is required). Extra keyword arguments go to ``LoraConfig``.
@@ -76,7 +78,9 @@ def plasticity_lora_config(
         raise InvalidInputError(f"budget={budget!r} must be a fraction with 0 < budget <= 1 (e.g. 0.04)")
     if signal not in SIGNALS:
         raise InvalidInputError(f"signal={signal!r}; choose one of {list(SIGNALS)}")
-    plan = allocate_ranks(report, model, budget=budget, signal=signal, modules_to_save=modules_to_save)
+    plan = allocate_ranks(
+        report, model, budget=budget, signal=signal, exponent=exponent, modules_to_save=modules_to_save
+    )
     ranks = {p: r for p, r in plan["ranks"].items() if r > 0}
     top = max(ranks.values())
     return LoraConfig(
@@ -97,6 +101,7 @@ def allocate_ranks(
     *,
     budget: float,
     signal: str = "auto",
+    exponent: float = 1.0,
     modules_to_save: list[str] | None = None,
 ) -> dict[str, Any]:
     """The allocation behind :func:`plasticity_lora_config`: ranks, trained LayerNorms, and the counts.
@@ -105,6 +110,10 @@ def allocate_ranks(
     then the LayerNorms trained whole), ``trainable`` (parameters it trains), ``total`` (the model's),
     ``allowance`` (``budget * total``) and ``step`` (the largest single rank step, the tolerance).
     """
+    if isinstance(exponent, bool) or not isinstance(exponent, int | float) or not 0 < exponent < math.inf:
+        raise InvalidInputError(
+            f"exponent={exponent!r} must be a positive number: 1 (ranks proportional to the score), 0.5 (flatter)"
+        )
     resolved = resolve_components(model)
     normalised, _ = normalise_scores(report, signal, per_layer=True)
     candidates = {path: comp for _, comp, path in resolved.iter_modules()}
@@ -113,7 +122,7 @@ def allocate_ranks(
     total = base_parameter_count(model)
     head_cost = sum(base_parameter_count(model.get_submodule(h)) for h in heads)
     allowance = budget * total - head_cost
-    units = _units(model, {p: s for p, s in scores.items() if s > 0})
+    units = _units(model, {p: s**exponent for p, s in scores.items() if s > 0})
     if not units:
         raise InvalidInputError("the report scores no module of this model above zero; measure this model again")
     scale = _largest_scale(units, allowance)

@@ -21,11 +21,25 @@ def pareto(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
     return out, json.loads((out / "results.json").read_text())
 
 
+def grid_only(doc: dict[str, Any]) -> set[str]:
+    return {m for plan in doc["spec"]["optimizers"] if plan["grid_only"] for m in plan["methods"]}
+
+
 def test_every_method_has_a_run_per_seed(pareto) -> None:
     _, doc = pareto
     cells = doc["statistics"]["summary"]["adamw"]["digits"]
-    assert set(cells) == set(doc["spec"]["methods"])
+    assert set(cells) == set(doc["spec"]["methods"]) - grid_only(doc)
     assert all(cell["seeds"] == doc["spec"]["seeds"] for cell in cells.values())
+
+
+def test_a_grid_only_method_runs_its_grid_and_is_listed_as_pruned(pareto) -> None:
+    out, doc = pareto
+    assert grid_only(doc) == {"b1_plora_shared"}
+    grid = [g for g in doc["lr_grid"]["adamw"]["digits"].values() if "b1_plora_shared" in g["methods"]]
+    assert len(grid) == 1 and set(grid[0]["val_accuracy"]) == {"0.001", "0.003"}
+    assert not any("b1_plora_shared" in run["methods"] for run in doc["runs"])
+    best = max(grid[0]["val_accuracy"].values())
+    assert f"| adamw | digits | b1_plora_shared | {100 * best:.1f} (" in (out / "results.md").read_text()
 
 
 def test_plasticity_lora_fits_the_b1_budget_within_one_rank_step(pareto) -> None:
@@ -60,6 +74,14 @@ def test_wilcoxon_is_over_the_paired_task_seed_accuracies(pareto) -> None:
     if nonzero.size:  # W+ = sum of the ranks of |d| over the positive differences (the definition)
         ranks = rankdata(np.abs(nonzero))
         assert test["statistic"] == pytest.approx(ranks[nonzero > 0].sum())
+
+
+def test_b4_top2_trains_the_two_least_smooth_types_of_the_theory(pareto) -> None:
+    _, doc = pareto
+    method = doc["methods"]["digits"]["b4_top2"]
+    trained = method["selected_modules"]
+    assert sorted({m.rsplit(".", 1)[-1] for m in trained}) == ["attention", "fc1"]
+    assert len(trained) == 12  # 6 layers x (attention, fc1): the paper's order puts them first
 
 
 def test_families_split_into_plasticity_and_peers() -> None:

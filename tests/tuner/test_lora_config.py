@@ -1,7 +1,7 @@
 """Plasticity-guided LoRA: ranks from per-module plasticity, checked against the rule's definition.
 
-The rule (README, *Parameter budgets*): every scored module gets ``c * score``; a linear's rank is
-``floor(c * score)`` (capped at ``min(in, out)``), ``c`` the largest that keeps the trainable parameters
+The rule (README, *Parameter budgets*): every scored module gets ``c * score ** exponent``; a linear's rank is
+its floor (capped at ``min(in, out)``), ``c`` the largest that keeps the trainable parameters
 (head included) within ``budget``; the ``auto`` guard leaves out LayerNorm cells measured above their bound.
 """
 
@@ -53,6 +53,7 @@ def trainable(model: nn.Module) -> int:
 
 
 BUDGETS = [pytest.param(b, id=f"budget-{b}") for b in (0.05, 0.1, 0.3)]
+EXPONENTS = [pytest.param(e, id=f"exponent-{e}") for e in (1.0, 0.5)]
 
 
 @pytest.mark.parametrize("budget", BUDGETS)
@@ -67,11 +68,12 @@ def test_trainable_share_is_within_one_rank_step_of_the_budget(report, budget: f
     assert budget * total - count < step
 
 
+@pytest.mark.parametrize("exponent", EXPONENTS)
 @pytest.mark.parametrize("budget", BUDGETS)
-def test_ranks_are_the_floor_of_one_scale_times_each_modules_score(report, budget: float) -> None:
+def test_ranks_are_the_floor_of_one_scale_times_each_modules_score(report, budget: float, exponent: float) -> None:
     model = tiny_vit(0.2)
-    scores = cell_scores(report, model, guard=True)
-    config = plasticity_lora_config(report, budget=budget, model=model)
+    scores = {p: s**exponent for p, s in cell_scores(report, model, guard=True).items()}
+    config = plasticity_lora_config(report, budget=budget, model=model, exponent=exponent)
     ranks = {}
     for module_path, score in scores.items():
         for name, sub in model.get_submodule(module_path).named_modules():
@@ -119,6 +121,8 @@ def test_budget_too_small_for_any_rank_says_so(report) -> None:
         pytest.param({"budget": 2.0}, "0 < budget <= 1", id="budget-above-one"),
         pytest.param({"signal": "loud"}, "signal", id="unknown-signal"),
         pytest.param({"model": None}, "needs model=", id="no-model"),
+        pytest.param({"exponent": 0}, "exponent=0 must be a positive number", id="zero-exponent"),
+        pytest.param({"exponent": float("nan")}, "must be a positive number", id="nan-exponent"),
     ],
 )
 def test_bad_arguments(report, kwargs: dict, match: str) -> None:
