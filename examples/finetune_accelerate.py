@@ -5,8 +5,9 @@
     accelerate launch examples/finetune_accelerate.py --model google/vit-base-patch16-224-in21k --data cifar10
 
 Measures plasticity (sharded over the processes: every process gets the same report), builds a
-PlasticityConfig from it, trains with accelerator.prepare / accelerator.backward, evaluates accuracy with
-the bundled offline `evaluate` metric, and saves the adapter, the report and the metrics to --output-dir.
+PlasticityConfig from it (or, with --lora-budget, PEFT's LoRA with ranks from plasticity_lora_config),
+trains with accelerator.prepare / accelerator.backward, evaluates accuracy with the bundled offline
+`evaluate` metric, and saves the adapter, the report and the metrics to --output-dir.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from accelerate.utils import set_seed
 from peft import get_peft_model
 from tqdm.auto import tqdm
 
-from hf_plasticity import PlasticityConfig, measure_plasticity
+from hf_plasticity import PlasticityConfig, measure_plasticity, plasticity_lora_config
 from hf_plasticity.data.loaders import load_named_dataset
 from hf_plasticity.integrations.metrics import load_metric
 from hf_plasticity.integrations.training import new_head, parse_rule, pixel_dataset
@@ -35,8 +36,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="bundled", help="Hub id, local folder, or 'bundled'")
     parser.add_argument("--data", default="digits", help="downstream data: bundled name, folder or Hub id")
     parser.add_argument("--rule", default="top_k=1", help="top_k=K | budget=F | threshold=S | components=a,b")
-    parser.add_argument("--mode", choices=["full", "lora"], default="full")
-    parser.add_argument("--keep-original", action="store_true", help="mode full: train a copy, keep the original")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--keep-original", action="store_true", help="train a copy, keep the original")
+    how.add_argument(
+        "--lora-budget",
+        type=float,
+        help="train PEFT LoRA instead, ranks allocated from the measured plasticity within this fraction of the "
+        "parameters (hf_plasticity.plasticity_lora_config; --rule is then not used), e.g. 0.04",
+    )
     parser.add_argument("--num-pairs", type=int, default=256, help="pairs measured to choose the components")
     parser.add_argument("--batch-size", type=int, default=32, help="per process")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps")
@@ -69,9 +76,10 @@ def train(args: argparse.Namespace) -> tuple[Any, dict[str, float], Accelerator]
         accelerator=accelerator,
         progress=accelerator.is_main_process,
     )
-    config = PlasticityConfig.from_report(
-        report, **parse_rule(args.rule), mode=args.mode, keep_original=args.keep_original
-    )
+    if args.lora_budget is None:
+        config: Any = PlasticityConfig.from_report(report, **parse_rule(args.rule), keep_original=args.keep_original)
+    else:
+        config = plasticity_lora_config(report, budget=args.lora_budget, model=model)
     model = get_peft_model(model, config)
     if accelerator.is_main_process:
         model.print_trainable_parameters()
@@ -117,7 +125,8 @@ def train(args: argparse.Namespace) -> tuple[Any, dict[str, float], Accelerator]
         unwrapped.save_pretrained(args.output_dir / "adapter")
         report.save(args.output_dir / "report.json")
         (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        print(f"{report.ranking()} -> trained {len(config.selected_modules)} modules; eval {metrics}")
+        modules = config.selected_modules if args.lora_budget is None else config.target_modules
+        print(f"{report.ranking()} -> trained {len(modules)} modules; eval {metrics}")
     accelerator.wait_for_everyone()
     return unwrapped, metrics, accelerator
 

@@ -1,7 +1,7 @@
 """Finetune the most plastic components of a ViT with transformers.Trainer, in code you can copy.
 
     python examples/finetune_trainer.py --output_dir ft-trainer                  # bundled ViT, digits, CPU
-    python examples/finetune_trainer.py --output_dir ft --rule budget=0.05 --mode lora --num_train_epochs 3
+    python examples/finetune_trainer.py --output_dir ft --rule budget=0.05 --num_train_epochs 3
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 examples/finetune_trainer.py --output_dir ft
 
 Every option of transformers.TrainingArguments works (HfArgumentParser). Steps: measure plasticity on the
@@ -29,7 +29,6 @@ class ExampleArguments:
     model: str = field(default="bundled", metadata={"help": "Hub id, local folder, or 'bundled'."})
     data: str = field(default="digits", metadata={"help": "Downstream data: bundled name, folder or Hub id."})
     rule: str = field(default="top_k=1", metadata={"help": "top_k=K | budget=F | threshold=S | components=a,b"})
-    mode: str = field(default="full", metadata={"help": "full or lora."})
     num_pairs: int = field(default=256, metadata={"help": "Pairs measured to choose the components."})
     watch_every: int = field(default=50, metadata={"help": "Re-measure plasticity every N steps."})
 
@@ -48,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = measure_plasticity(
         model, splits["train"], num_pairs=ex.num_pairs, image_processor=processor, seed=training_args.seed
     )
-    config = PlasticityConfig.from_report(report, **parse_rule(ex.rule), mode=ex.mode)
+    config = PlasticityConfig.from_report(report, **parse_rule(ex.rule))
 
     held_out = pixel_dataset(splits["test"], processor, model.config.num_channels)[:128]["pixel_values"].float()
     watcher = PlasticityCallback((held_out[:64], held_out[64:]), every=ex.watch_every)

@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
         resolve_components,
     )
     from .integrations.cards import attach_report, build_model_card, write_model_card
-    from .integrations.export import export_lora, export_merged
+    from .integrations.export import export_merged
     from .integrations.hub import push_to_hub
     from .integrations.peft_hooks import install_peft_hooks as install_peft_hooks
     from .measure import measure_plasticity
@@ -89,7 +89,7 @@ _LAZY = {
         "components",
     ),
     **dict.fromkeys(["attach_report", "build_model_card", "write_model_card"], "integrations.cards"),
-    **dict.fromkeys(["export_lora", "export_merged"], "integrations.export"),
+    "export_merged": "integrations.export",
     "push_to_hub": "integrations.hub",
     "install_peft_hooks": "integrations.peft_hooks",
     "measure_plasticity": "measure",
@@ -232,7 +232,6 @@ __all__ = [
     "__version__",
     "attach_report",
     "build_model_card",
-    "export_lora",
     "export_merged",
     "get_component_map",
     "load_adapter",

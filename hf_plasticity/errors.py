@@ -76,7 +76,7 @@ class ModelCardError(PlasticityError, ValueError):
 
 
 class ExportError(PlasticityError, ValueError):
-    """A model that cannot be exported the way asked (e.g. LoRA export of a mode-full adapter)."""
+    """A model that cannot be exported the way asked (e.g. no plasticity adapter to merge)."""
 
 
 class HubPushError(PlasticityError, RuntimeError):

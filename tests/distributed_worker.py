@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-MODES = {"full": [], "keep_original": ["--keep_original"], "lora": ["--mode", "lora"]}
-EXAMPLE_MODES = {"full": [], "keep_original": ["--keep-original"], "lora": ["--mode", "lora"]}
+MODES = {"full": [], "keep_original": ["--keep_original"]}
+EXAMPLE_MODES = {"full": [], "keep_original": ["--keep-original"], "lora": ["--lora-budget", "0.1"]}
 ROOT = Path(__file__).resolve().parents[1]
 
 

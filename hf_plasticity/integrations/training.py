@@ -56,13 +56,9 @@ class FinetuneArguments:
         default="top_k=1",
         metadata={"help": "Selection rule: top_k=K, budget=FRACTION, threshold=SCORE or components=mha,ffn_fc1."},
     )
-    mode: Literal["full", "lora"] = field(
-        default="full", metadata={"help": "full: train the selected weights; lora: LoRA in them."}
-    )
     keep_original: bool = field(
-        default=False, metadata={"help": "Mode full: train a copy beside the frozen original (default: in place)."}
+        default=False, metadata={"help": "Train a copy beside the frozen original (default: in place)."}
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank (mode lora)."})
     num_pairs: int = field(default=512, metadata={"help": "Pairs measured to rank the components."})
     protocol: Literal["shared", "in_situ"] = field(default="shared", metadata={"help": "Measurement protocol."})
     eval_fraction: float = field(default=0.2, metadata={"help": "Share of --data held out for evaluation."})
@@ -362,9 +358,7 @@ def _run_images(
     if args.model == BUNDLED:
         report.model["model_id"] = BUNDLED_MODEL_ID
     files = _save_report(report, training_args)
-    config = PlasticityConfig.from_report(
-        report, **rule, mode=args.mode, keep_original=args.keep_original, r=args.lora_r, lora_alpha=args.lora_r
-    )
+    config = PlasticityConfig.from_report(report, **rule, keep_original=args.keep_original)
     callbacks: list[Any] = []
     if args.watch_every:
         held_out = pixel_dataset(splits["test"], processor, int(getattr(model.config, "num_channels", 3)))
@@ -437,10 +431,7 @@ def _run_text(
     config = PlasticityConfig.from_report(
         report,
         **rule,
-        mode=args.mode,
         keep_original=args.keep_original,
-        r=args.lora_r,
-        lora_alpha=args.lora_r,
         task_type=task,
     )
     callbacks: list[Any] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from peft.config import PeftConfig
 
@@ -19,6 +19,8 @@ from ..report.report import PlasticityReport
 from .peft_type import PLASTICITY, ensure_peft_type
 
 RULES = ("top_k", "budget", "threshold", "components")
+LEGACY_LORA_KEYS = ("r", "lora_alpha", "lora_dropout")
+"""Keys earlier versions saved in every ``adapter_config.json`` (for the removed mode 'lora'); dropped on load."""
 SIGNALS = ("auto", "measured", "theory")
 """What a report's selection ranks by: see ``PlasticityConfig.signal``."""
 
@@ -65,25 +67,23 @@ class PlasticityConfig(PeftConfig):
             "from its component map (the paper always trains the new head). [] trains no head."
         },
     )
-    mode: Literal["full", "lora"] = field(
+    mode: str = field(
         default="full",
         metadata={
-            "help": "'full': train the selected modules' own weights (the paper). 'lora': inject PEFT LoRA into the "
-            "linear layers of the selected components; a selected LayerNorm is trained directly."
+            "help": "'full' (the only mode): train the selected modules' own weights (the paper). LoRA is PEFT's "
+            "own: hf_plasticity.plasticity_lora_config(report, budget=..., model=...) returns a peft.LoraConfig; "
+            'mode=\'lora\' raises InvalidInputError naming it. Kept so saved configs with "mode": "full" load.'
         },
     )
     keep_original: bool = field(
         default=False,
         metadata={
-            "help": "mode='full' only. False (default, the paper): train the selected modules' own weights in "
+            "help": "False (default, the paper): train the selected modules' own weights in "
             "place; the model then holds one adapter, and disable_adapter(), unload() and delete_adapter() raise, "
             "as no original weights remain. True: train a copy beside each frozen original, so those work and "
             "several adapters can share the model, at the cost of one more copy of the selected weights."
         },
     )
-    r: int = field(default=8, metadata={"help": "LoRA rank (mode='lora')."})
-    lora_alpha: int = field(default=8, metadata={"help": "LoRA alpha (mode='lora')."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (mode='lora')."})
     signal: str = field(
         default="auto",
         metadata={
@@ -106,7 +106,7 @@ class PlasticityConfig(PeftConfig):
     )
     target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Module names the tuner wraps (filled in from selected_modules; LoRA: their linears)."},
+        metadata={"help": "Module names the tuner wraps (filled in: selected_modules)."},
     )
     base_model_shape: dict[str, int] | None = field(
         default=None,
@@ -139,8 +139,13 @@ class PlasticityConfig(PeftConfig):
             if not self.layers or any(not isinstance(i, int) or i < 0 for i in self.layers):
                 raise InvalidInputError(f"layers={self.layers} must be a non-empty list of layer indices >= 0")
             self.layers = sorted(set(self.layers))
-        if self.mode not in ("full", "lora"):
-            raise InvalidInputError(f"mode={self.mode!r}; choose 'full' or 'lora'")
+        if self.mode == "lora":
+            raise lora_mode_removed()
+        if self.mode != "full":
+            raise InvalidInputError(
+                f"mode={self.mode!r}; the only mode is 'full' (train the selected modules' own weights). For LoRA "
+                f"use PEFT's: {_LORA_WAY}"
+            )
         if self.signal not in SIGNALS:
             raise InvalidInputError(f"signal={self.signal!r}; choose one of {list(SIGNALS)}")
         if isinstance(self.scores, os.PathLike):
@@ -169,20 +174,23 @@ class PlasticityConfig(PeftConfig):
             raise InvalidInputError(
                 f"layers={self.layers!r} must be a list of layer indices, e.g. layers=[{self.layers!r}]"
             )
-        if not _is_int(self.r) or self.r < 1:
-            raise InvalidInputError(f"r={self.r!r} must be a positive integer LoRA rank, e.g. r=8")
-        if not _is_number(self.lora_alpha) or not math.isfinite(self.lora_alpha) or self.lora_alpha <= 0:
-            raise InvalidInputError(f"lora_alpha={self.lora_alpha!r} must be a positive number, e.g. lora_alpha=8")
-        if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
-            raise InvalidInputError(
-                f"lora_dropout={self.lora_dropout!r} is a probability: pass 0 <= lora_dropout < 1, e.g. 0.1"
-            )
         if self.modules_to_save is not None and (
             isinstance(self.modules_to_save, str) or not all(isinstance(m, str) for m in self.modules_to_save)
         ):
             raise InvalidInputError(
                 f"modules_to_save={self.modules_to_save!r} must be a list of module names, e.g. ['classifier']"
             )
+
+    @classmethod
+    def check_kwargs(cls, **kwargs: Any) -> dict[str, Any]:
+        """PEFT's hook on a saved ``adapter_config.json`` before the config is built: refuse a mode-'lora' adapter
+        with the way forward, and drop the LoRA keys (``r``, ``lora_alpha``, ``lora_dropout``) that earlier
+        versions saved in every config, which never affected mode 'full' (PEFT would warn about them as keys of
+        a newer version)."""
+        if kwargs.get("mode") == "lora":
+            raise lora_mode_removed(saved=True)
+        kwargs = {k: v for k, v in kwargs.items() if k not in LEGACY_LORA_KEYS}
+        return dict(super().check_kwargs(**kwargs))
 
     @classmethod
     def from_report(cls, report: PlasticityReport | str | os.PathLike[str], **kwargs: Any) -> PlasticityConfig:
@@ -203,8 +211,8 @@ class PlasticityConfig(PeftConfig):
 
     @property
     def in_place(self) -> bool:
-        """Whether this adapter trains the model's own weights (mode 'full' without ``keep_original``)."""
-        return self.mode == "full" and not self.keep_original
+        """Whether this adapter trains the model's own weights (without ``keep_original``)."""
+        return not self.keep_original
 
     @property
     def rule(self) -> str:
@@ -229,6 +237,26 @@ class PlasticityConfig(PeftConfig):
     def module_scores(self) -> dict[str, float]:
         """Scores given per module path in a mapping (else empty: component scores apply to every layer)."""
         return dict(self.resolved_scores().get("modules", {}))
+
+
+_LORA_WAY = (
+    "hf_plasticity.plasticity_lora_config(report, budget=..., model=...) returns a standard peft.LoraConfig, with "
+    "ranks allocated from the measured plasticity (an adapter plain peft loads); for a fixed rank on the selected "
+    "modules, use peft's own LoraConfig(target_modules=...)"
+)
+
+
+def lora_mode_removed(saved: bool = False) -> InvalidInputError:
+    """The one error for ``mode="lora"``: hf_plasticity has one LoRA implementation, PEFT's."""
+    if saved:
+        return InvalidInputError(
+            "this adapter was saved with PlasticityConfig(mode='lora'), which no longer exists: hf_plasticity has "
+            f"one LoRA implementation, PEFT's. Retrain it as a PEFT LoRA adapter: {_LORA_WAY}. (Or, with the "
+            "hf_plasticity version that saved it, merge it into the base model with export_merged.)"
+        )
+    return InvalidInputError(
+        f"PlasticityConfig(mode='lora') was removed: hf_plasticity has one LoRA implementation, PEFT's. {_LORA_WAY}"
+    )
 
 
 def _is_int(value: Any) -> bool:

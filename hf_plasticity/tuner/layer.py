@@ -29,7 +29,7 @@ def in_place_error(action: str) -> InPlaceAdapterError:
     """The one message for everything an in-place adapter cannot do: it has no original weights."""
     return InPlaceAdapterError(
         f"{action} needs the original weights, but this plasticity adapter trained the selected modules in place "
-        "(PlasticityConfig(mode='full', keep_original=False), the default); create the adapter with "
+        "(PlasticityConfig(keep_original=False), the default); create the adapter with "
         "PlasticityConfig(..., keep_original=True) to keep a frozen original, or reload the base model"
     )
 

@@ -8,14 +8,10 @@ adapter rebuilds exactly the same modules without needing the report.
 from __future__ import annotations
 
 import re
-import sys
 import warnings
 from typing import Any, ClassVar
 
 import torch
-from peft import LoraConfig
-from peft.tuners.lora.layer import Linear as LoraLinear
-from peft.tuners.lora.layer import LoraLayer
 from peft.tuners.tuners_utils import (
     BaseTuner,
     BaseTunerLayer,
@@ -24,7 +20,6 @@ from peft.tuners.tuners_utils import (
     check_target_module_exists,
 )
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from ..components import resolve_components
 from ..errors import AdapterCombinationError, AdapterLoadError, InvalidInputError
@@ -32,13 +27,13 @@ from ..report.report import PlasticityReport
 from .config import PlasticityConfig
 from .layer import PlasticityLayer, in_place_error
 from .scores import resolve_scores
-from .selection import lora_targets, select_modules
+from .selection import select_modules
 
 
 class PlasticityModel(BaseTuner):
-    """Trains the modules that plasticity selects: in full (``mode="full"``) or through LoRA (``mode="lora"``).
+    """Trains the modules that plasticity selects, whole (LoRA is PEFT's own: ``plasticity_lora_config``).
 
-    In mode full the modules train in place unless ``keep_original=True``; an in-place adapter is the
+    The modules train in place unless ``keep_original=True``; an in-place adapter is the
     model's only adapter, and what needs the original weights raises :class:`InPlaceAdapterError`.
 
     Example:
@@ -49,7 +44,7 @@ class PlasticityModel(BaseTuner):
     """
 
     prefix: str = "plasticity_"
-    tuner_layer_cls = BaseTunerLayer  # PlasticityLayer, and PEFT's own LoRA layers in mode="lora"
+    tuner_layer_cls = PlasticityLayer
     target_module_mapping: ClassVar[dict[str, list[str]]] = {}  # type: ignore[misc]  # PEFT's is per instance
     peft_config: dict[str, PlasticityConfig]  # type: ignore[assignment]  # PEFT types it as any PeftConfig
     _container: ClassVar[str] = PlasticityLayer.adapter_layer_names[0]
@@ -71,17 +66,9 @@ class PlasticityModel(BaseTuner):
         """Resolve the selection on the live model (first adapter or ``add_adapter``), then let PEFT inject.
 
         Given a ``state_dict`` (PEFT's ``inject_adapter_in_model(config, model, state_dict=...)``), the modules to
-        wrap are read from its keys, in all three of this method's key layouts (PEFT's own reading looks for the
-        method prefix only, which LoRA and in-place keys do not carry).
+        wrap are read from its keys, in both of this method's key layouts (PEFT's own reading looks for the
+        method prefix only, which in-place keys do not carry).
         """
-        if self.peft_config[adapter_name].mode == "lora" and _called_by_transformers_load_adapter():
-            raise AdapterLoadError(
-                "transformers' load_adapter / from_pretrained(<adapter folder>) cannot load a mode='lora' plasticity "
-                "adapter: it only renames keys that carry the method's prefix, so the LoRA factors would be dropped "
-                "and the model silently untrained. Load it with hf_plasticity.load_adapter(model, path) or "
-                "peft.PeftModel.from_pretrained(model, path) (after import hf_plasticity), or export it for plain "
-                "peft/transformers with hf_plasticity.export_lora"
-            )
         self._resolve_targets(model, adapter_name)
         if state_dict is not None:
             state_dict = {f"{m}.{self.prefix}": None for m in _modules_in_state_dict(model, state_dict)}
@@ -106,7 +93,7 @@ class PlasticityModel(BaseTuner):
     ) -> dict[str, torch.Tensor]:
         """PEFT's remapping, plus: a full-mode file loads whether it was saved in place or beside a kept original,
         and a file of the first format (adapter name in the key) still loads, under any name. Warns about adapter
-        keys the file lacks where PEFT's own warning cannot see them (LoRA and in-place keys lack its prefix)."""
+        keys the file lacks where PEFT's own warning cannot see them (in-place keys lack its prefix)."""
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
         model_keys = model.state_dict().keys()
         aliases: dict[str, str] = {}
@@ -139,12 +126,6 @@ class PlasticityModel(BaseTuner):
         others = [c for name, c in self.peft_config.items() if name != adapter_name]
         if others and (config.in_place or any(c.in_place for c in others)):
             raise in_place_error(f"adding adapter {adapter_name!r} to a model that already has one")
-        modes = {c.mode for c in others if c.selected_modules}
-        if modes and modes != {config.mode}:
-            raise InvalidInputError(
-                f"this model already has a mode={modes.pop()!r} plasticity adapter; adapters of mode 'full' and "
-                "'lora' cannot share a module — use the same mode for every adapter on this model"
-            )
         shape = model_shape(model)
         if config.selected_modules is None:
             report = resolve_scores(config)  # the config keeps plain values; the report stays with the model
@@ -170,10 +151,7 @@ class PlasticityModel(BaseTuner):
                     f"{_shape_text({k: shape[k] for k in saved})}; load it on the base model it was trained from "
                     f"({config.base_model_name_or_path or 'see base_model_name_or_path in adapter_config.json'})"
                 )
-        if config.mode == "lora":
-            config.target_modules = lora_targets(model, config.selected_modules)
-        else:
-            config.target_modules = list(config.selected_modules)
+        config.target_modules = list(config.selected_modules)
 
     def _prepare_adapter_config(  # type: ignore[override]  # PEFT's tuners narrow the config to their own
         self, peft_config: PlasticityConfig, model_config: dict
@@ -196,35 +174,18 @@ class PlasticityModel(BaseTuner):
         current_key: str,
         **kwargs: Any,
     ) -> None:
-        lora = peft_config.mode == "lora" and isinstance(target, nn.Linear | LoraLayer | Conv1D)
-        if lora and isinstance(target, LoraLayer):
-            target.update_layer(adapter_name, peft_config.r, peft_config.lora_alpha, config=_lora_config(peft_config))
-            return
-        if not lora and isinstance(target, PlasticityLayer):
+        if isinstance(target, PlasticityLayer):
             target.update_layer(adapter_name, inference_mode=peft_config.inference_mode)
             return
         if isinstance(target, BaseTunerLayer):
             raise InvalidInputError(
-                f"{current_key} already carries a {type(target).__name__} adapter; adapters of mode 'full' and "
-                "'lora' cannot share a module — use the same mode for every adapter on this model"
+                f"{current_key} already carries a {type(target).__name__} adapter of another PEFT method; a "
+                "plasticity adapter trains the whole module, so it cannot sit on top of another adapter: put it on "
+                "the base model"
             )
-        if lora:
-            new: nn.Module = LoraLinear(
-                target,
-                adapter_name,
-                # GPT-2's Conv1D stores its weight in x out: LoRA must know to transpose its update
-                config=_lora_config(peft_config, fan_in_fan_out=isinstance(target, Conv1D)),
-                r=peft_config.r,
-                lora_alpha=peft_config.lora_alpha,
-                is_target_conv_1d_layer=isinstance(target, Conv1D),
-            )
-        else:
-            new = PlasticityLayer(
-                target,
-                adapter_name,
-                inference_mode=peft_config.inference_mode,
-                keep_original=not peft_config.in_place,
-            )
+        new = PlasticityLayer(
+            target, adapter_name, inference_mode=peft_config.inference_mode, keep_original=not peft_config.in_place
+        )
         if adapter_name not in self.active_adapters:
             new.requires_grad_(False)
         self._replace_module(parent, target_name, new, target)
@@ -249,8 +210,6 @@ class PlasticityModel(BaseTuner):
 
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         """Trained copies keep the dtype of the module they copy (no float32 up-cast as for LoRA factors)."""
-        if self.peft_config[adapter_name].mode == "lora":
-            super()._cast_adapter_dtype(adapter_name, autocast_adapter_dtype)
 
     def disable_adapter_layers(self) -> None:
         """PEFT's, after checking that the original weights still exist (before anything is switched off)."""
@@ -285,26 +244,11 @@ class PlasticityModel(BaseTuner):
 
     def _unloading_checks(self, adapter_names: list[str] | None) -> None:
         adapters = adapter_names or self.active_adapters
-        if len(adapters) > 1 and any(self.peft_config[a].mode == "full" for a in adapters):
+        if len(adapters) > 1:
             raise AdapterCombinationError(
-                "cannot merge several full-mode plasticity adapters: each replaces the same weights; merge one "
+                "cannot merge several plasticity adapters: each replaces the same weights; merge one "
                 "adapter (merge_and_unload(adapter_names=[name]))"
             )
-
-
-def _called_by_transformers_load_adapter() -> bool:
-    """Whether transformers' PEFT integration (``PreTrainedModel.load_adapter``) is injecting this adapter.
-
-    It is the one loader that cannot be taught our mode-'lora' keys (see the error above), and nothing of ours
-    runs inside it but this injection: the call stack is the only place to tell it from PEFT's own loaders.
-    """
-    frame: Any = sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "load_adapter" and "transformers" in code.co_filename.replace("\\", "/").split("/"):
-            return True
-        frame = frame.f_back
-    return False
 
 
 def report_of(model: Any, adapter_name: str = "default") -> PlasticityReport | None:
@@ -327,12 +271,12 @@ def _shape_text(shape: dict[str, int]) -> str:
 
 
 def _modules_in_state_dict(model: nn.Module, state_dict: dict[str, Any]) -> set[str]:
-    """The modules a saved adapter wraps, from its keys: before a container/LoRA factor, else a component path."""
+    """The modules a saved adapter wraps, from its keys: before the container, else a component path."""
     components = {path for _, _, path in resolve_components(model).iter_module_paths()}
     found = set()
     for key in state_dict:
         key = key.removeprefix("_orig_mod.").removeprefix("base_model.model.")
-        for marker in (f".{PlasticityModel._container}.", f".{PlasticityModel._container}", ".lora_"):
+        for marker in (f".{PlasticityModel._container}.", f".{PlasticityModel._container}"):
             if marker in key:
                 found.add(key.split(marker)[0])
                 break
@@ -360,16 +304,4 @@ def _check_shapes(module: nn.Module, state_dict: dict, prefix: str, *args: Any) 
         "AutoModelForImageClassification.from_pretrained(base, num_labels=...)), or pass "
         "ignore_mismatched_sizes=True to PeftModel.from_pretrained / hf_plasticity.load_adapter to keep the base "
         "model's own (untrained) tensors where they differ"
-    )
-
-
-def _lora_config(config: PlasticityConfig, fan_in_fan_out: bool = False) -> LoraConfig:
-    """The LoRA settings PEFT's LoRA layers read, taken from the plasticity config."""
-    return LoraConfig(
-        r=config.r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules or []),
-        inference_mode=config.inference_mode,
-        fan_in_fan_out=fan_in_fan_out,
     )

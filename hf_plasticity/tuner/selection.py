@@ -13,7 +13,6 @@ from typing import Any
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from ..components import (
     COMPONENTS,
@@ -81,30 +80,6 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
     )
 
 
-def lora_targets(model: nn.Module, modules: list[str]) -> list[str]:
-    """The linear layers inside the selected modules, or the module itself when it has none (LayerNorm).
-
-    A linear already wrapped by LoRA (a second LoRA adapter) is targeted as it stands, not looked into.
-    """
-    from peft.tuners.lora.layer import LoraLayer
-
-    targets = []
-    linear = (nn.Linear, LoraLayer, Conv1D)
-    for path in modules:
-        module = model.get_submodule(path)
-        if isinstance(module, linear):
-            targets.append(path)
-            continue
-        found: list[str] = []
-        for name, sub in module.named_modules():
-            if not name or any(name.startswith(f + ".") for f in found):
-                continue
-            if isinstance(sub, linear):
-                found.append(name)
-        targets.extend([f"{path}.{n}" for n in found] or [path])
-    return targets
-
-
 def base_modules(module: nn.Module) -> list[nn.Module]:
     """The base model's own modules under ``module``: adapters already on the model (their layers' factors and
     copies, PEFT's saved-module copies) are looked through, so a second adapter sees the model the first saw."""
@@ -124,16 +99,6 @@ def base_parameter_count(module: nn.Module) -> int:
     """Parameters the base model itself holds under ``module`` (adapters excluded; shared tensors once)."""
     seen = {id(p): p.numel() for m in base_modules(module) for p in m.parameters(recurse=False)}
     return sum(seen.values())
-
-
-def trainable_cost(module: nn.Module, config: PlasticityConfig) -> int:
-    """Parameters that training ``module`` adds: all of them (full), or its LoRA factors (lora)."""
-    if config.mode == "full":
-        return base_parameter_count(module)
-    linears = [m for m in base_modules(module) if isinstance(m, nn.Linear | Conv1D)]
-    if not linears:
-        return base_parameter_count(module)
-    return sum(config.r * sum(m.weight.shape) for m in linears)
 
 
 def _check_heads(model: nn.Module, config: PlasticityConfig, resolved: ResolvedComponents) -> list[str]:
@@ -175,12 +140,12 @@ def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], 
         )
     used, chosen = head_cost, []
     for path in scored:
-        cost = _component_cost(model, path, config)
+        cost = _component_cost(model, path)
         if used + cost <= allowance:
             chosen.append(path)
             used += cost
     if not chosen:
-        smallest = min((_component_cost(model, p, config) for p in scored), default=0)
+        smallest = min((_component_cost(model, p) for p in scored), default=0)
         raise InvalidInputError(
             f"budget={config.budget} ({int(allowance)} parameters, {head_cost} taken by the head) fits no module; "
             f"the smallest needs {smallest}: raise the budget"
@@ -188,9 +153,9 @@ def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], 
     return chosen
 
 
-def _component_cost(model: nn.Module, name: str, config: PlasticityConfig) -> int:
+def _component_cost(model: nn.Module, name: str) -> int:
     """What training a component costs: the sum over the modules its name stands for (``a+b``)."""
-    return sum(trainable_cost(model.get_submodule(p), config) for p in ResolvedComponents.modules_of(name))
+    return sum(base_parameter_count(model.get_submodule(p)) for p in ResolvedComponents.modules_of(name))
 
 
 def _layers(config: PlasticityConfig, resolved: ResolvedComponents) -> set[int]:
@@ -261,11 +226,9 @@ __all__ = [
     "Selection",
     "base_modules",
     "base_parameter_count",
-    "lora_targets",
     "module_scores",
     "normalise_scores",
     "resolve_scores",
     "scores_of",
     "select_modules",
-    "trainable_cost",
 ]

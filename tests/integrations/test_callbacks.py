@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import get_peft_model
+from peft import LoraConfig, get_peft_model
 from transformers import SwinConfig, SwinForImageClassification, Trainer, TrainerControl, TrainerState
 
 from hf_plasticity import (
@@ -17,6 +17,7 @@ from hf_plasticity import (
     PlasticityWarning,
     UnsupportedModelError,
     measure_plasticity,
+    plasticity_lora_config,
 )
 from hf_plasticity.integrations.callbacks import PlasticityCallback
 from hf_plasticity.integrations.training import finetune
@@ -84,9 +85,11 @@ def test_series_and_figure_are_written_and_reload(watched: tuple) -> None:
 
 
 def test_lora_weight_change_is_the_effective_update(tmp_path: Path) -> None:
+    """A PEFT LoRA adapter (hf_plasticity's one LoRA): the change of W + scaling * B A, not of the factors."""
     callback = PlasticityCallback()
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["fc1"], modules_to_save=["classifier"])
     result = finetune(
-        TINY_MODELS["vit"](), tiny_data(), None, PlasticityConfig(components=["ffn_fc1"], mode="lora"),
+        get_peft_model(TINY_MODELS["vit"](), lora), tiny_data(), None, None,
         training_args(tmp_path, max_steps=2, logging_steps=2), callbacks=[callback], save=False,
     )  # fmt: skip
     base = result.model.base_model.model
@@ -154,11 +157,19 @@ def test_peft_wrapped_model_is_watched_through_its_base(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ resume
+def _adapted(mode: str) -> torch.nn.Module:
+    """Plasticity's attention trained whole, or PEFT LoRA with ranks from the measured plasticity."""
+    model = TINY_MODELS["vit"]()
+    if mode == "lora":
+        report = measure_plasticity(model, PAIRS[1], PAIRS[0], num_pairs=6, batch_size=4, progress=False)
+        return get_peft_model(model, plasticity_lora_config(report, budget=0.1, model=model))
+    return get_peft_model(model, PlasticityConfig(components=["mha"]))
+
+
 def _watched_run(out: Path, mode: str) -> tuple[PlasticityCallback, object]:
     callback = PlasticityCallback(PAIRS, every=2, batch_size=4)
-    config = PlasticityConfig(components=["mha"], **({"mode": "lora"} if mode == "lora" else {}))
     args = training_args(out, max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2)
-    result = finetune(TINY_MODELS["vit"](), tiny_data(), None, config, args, callbacks=[callback], save=False)
+    result = finetune(_adapted(mode), tiny_data(), None, None, args, callbacks=[callback], save=False)
     return callback, result
 
 
@@ -173,7 +184,7 @@ def _plasticity_logs(result: object) -> dict[int, dict[str, float]]:
 @pytest.mark.parametrize(
     ("mode", "where"),
     [("full", "same"), ("full", "elsewhere"), ("lora", "same")],
-    ids=["full-same-output-dir", "full-other-output-dir", "lora-same-output-dir"],
+    ids=["full-same-output-dir", "full-other-output-dir", "plasticity-lora-config-same-output-dir"],
 )
 def test_resumed_run_logs_what_an_uninterrupted_one_does(tmp_path: Path, mode: str, where: str) -> None:
     """4 steps at once against 2 steps, a checkpoint, and 2 more resumed from it: the same weight change
@@ -183,11 +194,10 @@ def test_resumed_run_logs_what_an_uninterrupted_one_does(tmp_path: Path, mode: s
     assert (checkpoint / "plasticity_callback.safetensors").is_file()
     out = tmp_path / "whole" if where == "same" else tmp_path / "resumed"
     resumed_cb = PlasticityCallback(PAIRS, every=2, batch_size=4)
-    config = PlasticityConfig(components=["mha"], **({"mode": "lora"} if mode == "lora" else {}))
     args = training_args(
         out, max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2, resume_from_checkpoint=str(checkpoint)
     )
-    resumed = finetune(TINY_MODELS["vit"](), tiny_data(), None, config, args, callbacks=[resumed_cb], save=False)
+    resumed = finetune(_adapted(mode), tiny_data(), None, None, args, callbacks=[resumed_cb], save=False)
     expected, got = _plasticity_logs(whole), _plasticity_logs(resumed)
     assert sorted(got) == [1, 2, 3, 4] and got[3]  # the resumed run's history holds the checkpoint's logs too
     for step in (3, 4):

@@ -18,11 +18,9 @@ from peft import PeftModel, get_peft_model
 from torch import nn
 
 from hf_plasticity import (
-    ExportError,
     HubAuthError,
     HubPushError,
     PlasticityConfig,
-    export_lora,
     export_merged,
     load_adapter,
     measure_plasticity,
@@ -46,10 +44,10 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(pixel_values=x).logits
 
 
-def trained(mode: str = "full", **kwargs: object) -> nn.Module:
+def trained(**kwargs: object) -> nn.Module:
     """A plasticity model from a measured report, moved by one optimiser step (so it differs from its base)."""
     report = measure_plasticity(TINY_MODELS["vit"](), pixels(12, seed=1), progress=False)
-    model = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig.from_report(report, mode=mode, **kwargs))
+    model = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig.from_report(report, **kwargs))
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
     model.train()
     model(pixel_values=pixels(4, seed=2)).logits.pow(2).mean().backward()
@@ -130,13 +128,9 @@ def test_push_a_saved_folder_to_a_branch_leaves_it_untouched(hub, tmp_path: Path
 
 EXPORT_LOADER = """
 import sys, torch
-from peft import PeftModel
 from transformers import AutoModelForImageClassification
-base_dir, repo, kind, x_path, out_path = sys.argv[1:]
-if kind == "lora":
-    model = PeftModel.from_pretrained(AutoModelForImageClassification.from_pretrained(base_dir), repo)
-else:
-    model = AutoModelForImageClassification.from_pretrained(repo)
+repo, x_path, out_path = sys.argv[1:]
+model = AutoModelForImageClassification.from_pretrained(repo)
 with torch.no_grad():
     torch.save(model.eval()(pixel_values=torch.load(x_path)).logits, out_path)
 assert "hf_plasticity" not in sys.modules, "the export needed hf_plasticity"
@@ -145,21 +139,16 @@ print(type(model).__name__)
 
 
 @pytest.mark.parametrize(
-    "mode, kind, components",
-    [("lora", "lora", ["mha", "ffn_norm"]), ("lora", "merged", ["mha"]), ("full", "merged", ["mha", "ffn_fc1"])],
-    ids=["lora-as-lora", "lora-merged", "full-merged"],
+    "kwargs",
+    [{"components": ["mha", "ffn_fc1"]}, {"components": ["mha", "ffn_norm"], "keep_original": True}],
+    ids=["in-place-merged", "keep-original-merged"],
 )
-def test_exports_load_from_the_hub_without_hf_plasticity(
-    hub, tmp_path: Path, mode: str, kind: str, components: list[str]
-) -> None:
-    base_dir = tmp_path / "base"
-    TINY_MODELS["vit"]().save_pretrained(base_dir)
-    model, x = trained(mode, components=components), pixels(3, seed=6)
-    export = export_lora(model, tmp_path / "export") if kind == "lora" else export_merged(model, tmp_path / "export")
-    push_to_hub(export, f"someone/{kind}")
+def test_merged_export_loads_from_the_hub_without_hf_plasticity(hub, tmp_path: Path, kwargs: dict) -> None:
+    model, x = trained(**kwargs), pixels(3, seed=6)
+    push_to_hub(export_merged(model, tmp_path / "export"), "someone/merged")
     torch.save(x, tmp_path / "x.pt")
     env = {**os.environ, "PYTHONPATH": ""}  # this checkout is not importable there
-    argv = [str(base_dir), f"someone/{kind}", kind, str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
+    argv = ["someone/merged", str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
     done = subprocess.run(
         [sys.executable, "-c", EXPORT_LOADER, *argv],
         capture_output=True,
@@ -169,15 +158,8 @@ def test_exports_load_from_the_hub_without_hf_plasticity(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    expected_type = "PeftModel" if kind == "lora" else "ViTForImageClassification"
-    assert done.stdout.strip().endswith(expected_type)
+    assert done.stdout.strip().endswith("ViTForImageClassification")
     torch.testing.assert_close(torch.load(tmp_path / "y.pt"), logits(model, x), rtol=1e-5, atol=1e-6)
-
-
-def test_lora_export_of_a_full_adapter_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="export_merged"):
-        export_lora(trained("full"), tmp_path)
-    assert not (tmp_path / "adapter_config.json").exists()
 
 
 # ------------------------------------------------------------------------------------------ failures

@@ -55,7 +55,6 @@ def trained_state(result: FinetuneResult) -> dict[str, torch.Tensor]:
 MODES = {
     "full-in-place": {},
     "full-keep-original": {"keep_original": True},
-    "lora": {"mode": "lora"},
 }
 
 
@@ -161,7 +160,7 @@ def test_cli_finetune_writes_adapter_report_and_metrics(tmp_path: Path, capsys: 
     ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(model_dir)
     out = tmp_path / "run"
     code = main([
-        "finetune", "--model", str(model_dir), "--data", "digits", "--rule", "components=mha", "--mode", "lora",
+        "finetune", "--model", str(model_dir), "--data", "digits", "--rule", "components=mha",
         "--num_pairs", "16", "--eval_fraction", "0.05", "--max_steps", "2", "--per_device_train_batch_size", "4",
         "--output-dir", str(out), "--disable_tqdm", "true", "--watch_every", "1", "--watch_pairs", "4",
     ])  # fmt: skip
@@ -169,7 +168,7 @@ def test_cli_finetune_writes_adapter_report_and_metrics(tmp_path: Path, capsys: 
     assert {p.name for p in out.iterdir()} >= {"adapter", "report.json", "metrics.json", "plasticity.png"}
     assert (out / "plasticity_series.json").is_file() and (out / "plasticity_series.png").is_file()
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert config["mode"] == "lora" and all("attention" in m for m in config["selected_modules"])
+    assert config["mode"] == "full" and all("attention" in m for m in config["selected_modules"])
     assert "eval_accuracy" in json.loads((out / "metrics.json").read_text())["eval"]
     assert "selected (2 modules)" in capsys.readouterr().out
 

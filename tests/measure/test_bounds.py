@@ -146,15 +146,19 @@ def test_skipping_bounds(tiny_vit: nn.Module) -> None:
     assert "upper bound" not in report.to_markdown()
 
 
-@pytest.mark.parametrize("mode", ["keep_original", "lora"])
+@pytest.mark.parametrize("mode", ["keep_original", "lora"], ids=["plasticity-keep-original", "peft-lora"])
 def test_bounds_of_an_adapted_model_read_its_live_weights(tiny_vit: nn.Module, mode: str) -> None:
-    """What the measurement runs through: the trained copy, or W + (alpha / r) B A for LoRA."""
-    from peft import get_peft_model
+    """What the measurement runs through: the trained copy, or W + (alpha / r) B A for PEFT's LoRA."""
+    from peft import LoraConfig, get_peft_model
 
     from hf_plasticity import PlasticityConfig
 
-    kwargs = {"keep_original": True} if mode == "keep_original" else {"mode": "lora", "r": 4, "lora_alpha": 8}
-    model = get_peft_model(tiny_vit, PlasticityConfig(components=["ffn_fc1"], **kwargs))
+    config = (
+        PlasticityConfig(components=["ffn_fc1"], keep_original=True)
+        if mode == "keep_original"
+        else LoraConfig(r=4, lora_alpha=8, target_modules=["fc1"])
+    )
+    model = get_peft_model(tiny_vit, config)
     fc1 = model.get_base_model().vit.layers[0].mlp.fc1
     with torch.no_grad():
         if mode == "keep_original":

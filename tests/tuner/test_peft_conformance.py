@@ -1,4 +1,4 @@
-"""PEFT's common behaviours, walked over every plasticity mode with PEFT's own LoRA as the control row.
+"""PEFT's common behaviours, walked over both plasticity layouts with PEFT's own LoRA as the control row.
 
 Re-expressed from the ideas of PEFT's testing_common.py / test_custom_models.py: if a PEFT upgrade changes one
 of these behaviours, the control row shows whether PEFT changed or our tuner broke.
@@ -7,7 +7,6 @@ of these behaviours, the control row shows whether PEFT changed or our tuner bro
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from pathlib import Path
 
@@ -28,10 +27,9 @@ from torch import nn
 from hf_plasticity import InPlaceAdapterError, PlasticityConfig
 from tests.conftest import TINY_MODELS, pixels
 
-CONFIGS = {  # one row per mode, and PEFT's LoRA as the control
+CONFIGS = {  # in place, beside a kept original, and PEFT's LoRA as the control
     "full": lambda: PlasticityConfig(components=["mha", "ffn_norm"]),
     "full+original": lambda: PlasticityConfig(components=["mha", "ffn_norm"], keep_original=True),
-    "lora": lambda: PlasticityConfig(components=["mha", "ffn_norm"], mode="lora"),
     "peft-lora": lambda: LoraConfig(target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"]),
 }
 ROWS = sorted(CONFIGS)
@@ -219,7 +217,7 @@ def test_training_moves_only_trainable_parameters(row: str) -> None:
         assert torch.equal(before[name], p) != p.requires_grad, name
 
 
-@pytest.mark.parametrize("row", ["full", "full+original", "peft-lora"])
+@pytest.mark.parametrize("row", ROWS)
 def test_transformers_load_adapter(row: str, tmp_path: Path) -> None:
     """transformers' own PEFT integration (``model.load_adapter(dir)``) restores the trained model."""
     model = trained(row)
@@ -227,25 +225,6 @@ def test_transformers_load_adapter(row: str, tmp_path: Path) -> None:
     base = fresh()
     base.load_adapter(str(tmp_path))
     assert torch.equal(logits(base, X), logits(model, X))
-
-
-@pytest.mark.parametrize("how", ["load_adapter", "from_pretrained"])
-def test_transformers_loaders_refuse_a_lora_mode_adapter_loudly(how: str, tmp_path: Path) -> None:
-    """They would drop its LoRA factors (no method prefix on the keys): a clear error, never a silent model."""
-    from transformers import AutoModelForImageClassification
-
-    from hf_plasticity import AdapterLoadError
-
-    trained("lora").save_pretrained(tmp_path / "adapter")
-    with pytest.raises(AdapterLoadError, match=r"hf_plasticity\.load_adapter.*export_lora"):
-        if how == "load_adapter":
-            fresh().load_adapter(str(tmp_path / "adapter"))
-        else:
-            fresh().save_pretrained(tmp_path / "base")
-            config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-            config["base_model_name_or_path"] = str(tmp_path / "base")
-            (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
-            AutoModelForImageClassification.from_pretrained(str(tmp_path / "adapter"))
 
 
 # ------------------------------------------------------------------ base-model state dict (peft.utils)

@@ -1,4 +1,5 @@
-"""The plasticity PEFT method: one matrix {full, lora} x {rules} x {architectures}, then behaviours and errors."""
+"""The plasticity PEFT method: one matrix {in place, kept original} x {rules} x {architectures}, then behaviours and
+errors."""
 
 from __future__ import annotations
 
@@ -56,16 +57,15 @@ def train_step(model: nn.Module, x: torch.Tensor, lr: float = 0.05) -> None:
 def owner(name: str) -> str:
     """The base-model module a PEFT parameter name belongs to."""
     name = name.removeprefix("base_model.model.")
-    for marker in (".plasticity_modules.", ".lora_A.", ".lora_B.", ".modules_to_save."):
+    for marker in (".plasticity_modules.", ".modules_to_save."):
         if marker in name:
             return name.split(marker)[0]
     return name.rpartition(".")[0]  # a saved head weight: "classifier.weight" -> "classifier"
 
 
-MODES = {  # full in place (the default), full beside a kept original, and LoRA
-    "full": {"mode": "full"},
-    "full+original": {"mode": "full", "keep_original": True},
-    "lora": {"mode": "lora"},
+MODES = {  # in place (the default), and beside a kept original
+    "full": {},
+    "full+original": {"keep_original": True},
 }
 
 
@@ -80,10 +80,10 @@ def test_matrix(arch: str, rule: str, mode: str, tmp_path: Path) -> None:
     n_base = sum(p.numel() for p in base.parameters())
     n_heads = sum(p.numel() for h in heads for p in base.get_submodule(h).parameters())
     model = get_peft_model(base, PlasticityConfig(**MODES[mode], **kwargs))
-    if mode != "lora":  # parameters held: the base, PEFT's head copy, and a copy of the selection if kept
-        n_selected = model.get_nb_trainable_parameters()[0] - n_heads
-        copies = n_heads + (n_selected if mode == "full+original" else 0)
-        assert sum(p.numel() for p in model.parameters()) == n_base + copies
+    # parameters held: the base, PEFT's head copy, and a copy of the selection if kept
+    n_selected = model.get_nb_trainable_parameters()[0] - n_heads
+    copies = n_heads + (n_selected if mode == "full+original" else 0)
+    assert sum(p.numel() for p in model.parameters()) == n_base + copies
     config = model.peft_config["default"]
 
     # trainable set: exactly the selected modules (through their adapter) and the head
@@ -101,8 +101,6 @@ def test_matrix(arch: str, rule: str, mode: str, tmp_path: Path) -> None:
         assert any(o == path or o.startswith(path + ".") for o in owners), path
     for o in owners:
         assert o in heads or any(o == p or o.startswith(p + ".") for p in selected), o
-    if mode == "lora":
-        assert all(("lora_" in n) or ("plasticity_modules" in n) or ("modules_to_save" in n) for n in trainable_names)
 
     # only what is trainable moves
     x = pixels(6, seed=21)
@@ -110,7 +108,7 @@ def test_matrix(arch: str, rule: str, mode: str, tmp_path: Path) -> None:
     train_step(model, x)
     for n, p in model.named_parameters():
         moved = not torch.equal(before[n], p)
-        if p.requires_grad and "lora_A" not in n:  # lora_A gets no gradient while lora_B is still zero
+        if p.requires_grad:
             assert moved, n
         if not p.requires_grad:
             assert not moved, n
@@ -127,16 +125,12 @@ def test_matrix(arch: str, rule: str, mode: str, tmp_path: Path) -> None:
     # merge: a plain transformers model with the same outputs
     merged = loaded.merge_and_unload()
     assert type(merged) is type(base)
-    assert not [n for n, _ in merged.named_modules() if "plasticity" in n or "lora" in n]
-    if mode != "lora":
-        assert torch.equal(first_output(merged, x), out)
-    else:
-        torch.testing.assert_close(first_output(merged, x), out, rtol=1e-4, atol=1e-5)
+    assert not [n for n, _ in merged.named_modules() if "plasticity" in n]
+    assert torch.equal(first_output(merged, x), out)
 
 
-@pytest.mark.parametrize("layers", [None, [0, 2, 3, 4, 5, 6, 7]])
-@pytest.mark.parametrize("mode", ["full", "lora"])
-def test_twenty_or_more_targets(mode: str, layers: list[int] | None) -> None:
+@pytest.mark.parametrize("layers", [None, [0, 2, 3, 4, 5, 6, 7]], ids=["all-layers", "seven-layers"])
+def test_twenty_or_more_targets(layers: list[int] | None) -> None:
     """With 20+ targets PEFT shortens their names to suffixes: still exactly the selected modules adapt."""
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -144,7 +138,7 @@ def test_twenty_or_more_targets(mode: str, layers: list[int] | None) -> None:
 
     torch.manual_seed(0)
     base = ViTForImageClassification(ViTConfig(**{**TINY, "num_hidden_layers": 8}))
-    model = get_peft_model(base, PlasticityConfig(top_k=3, layers=layers, mode=mode))
+    model = get_peft_model(base, PlasticityConfig(top_k=3, layers=layers))
     selected = model.peft_config["default"].selected_modules
     expected_layers = set(range(8)) if layers is None else set(layers)
     assert len(selected) == 3 * len(expected_layers)
@@ -275,12 +269,12 @@ def test_low_cpu_mem_usage_loading(keep_original: bool, is_trainable: bool, tmp_
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda m: m.merge_and_unload(adapter_names=["one", "two"]), "several full-mode plasticity adapters"),
+        (lambda m: m.merge_and_unload(adapter_names=["one", "two"]), "several plasticity adapters"),
         (lambda m: m.base_model.merge_adapter(["one", "two"]), "2 plasticity adapters at once"),
     ],
     ids=["merge_and_unload", "merge_adapter"],
 )
-def test_merging_two_full_adapters_is_refused(call: Any, match: str) -> None:
+def test_merging_two_adapters_is_refused(call: Any, match: str) -> None:
     model = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(components=["mha"], keep_original=True), "one")
     model.add_adapter("two", PlasticityConfig(components=["mha"], keep_original=True))
     with pytest.raises(AdapterCombinationError, match=match):
@@ -312,8 +306,6 @@ def test_several_adapters(tiny_vit: nn.Module) -> None:
     bare.base_model.set_adapter(["one", "two"])
     with pytest.raises(AdapterCombinationError, match="cannot be combined; activate one"):
         first_output(bare, x)
-    with pytest.raises(InvalidInputError, match="cannot share a module"):
-        model.add_adapter("three", PlasticityConfig(components=["mha"], mode="lora"))
     with pytest.raises(InPlaceAdapterError, match="adding adapter 'four'"):
         model.add_adapter("four", PlasticityConfig(components=["mha"]))
     assert sorted(model.peft_config) == ["one", "two"]
@@ -377,7 +369,7 @@ def test_loading_needs_the_method_registered(tiny_vit: nn.Module, tmp_path: Path
         ({"components": ["mlp"]}, UnknownComponentError, "attn_norm"),
         ({"top_k": 1, "budget": 0.5}, InvalidInputError, "one selection rule"),
         ({"scores": {"attention": 1.0}}, UnknownComponentError, "mha"),
-        ({"mode": "qlora"}, InvalidInputError, "'full' or 'lora'"),
+        ({"mode": "qlora"}, InvalidInputError, "the only mode is 'full'"),
         ({"layers": []}, InvalidInputError, "layer indices"),
     ],
 )
@@ -472,9 +464,6 @@ def test_budget_counts_the_base_models_own_parameters() -> None:
     model = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(**keep), adapter_name="one")
     model.add_adapter("two", PlasticityConfig(**keep))
     assert model.peft_config["two"].selected_modules == model.peft_config["one"].selected_modules
-    lora = get_peft_model(TINY_MODELS["vit"](), PlasticityConfig(budget=0.3, mode="lora"), adapter_name="one")
-    lora.add_adapter("two", PlasticityConfig(budget=0.3, mode="lora"))
-    assert lora.peft_config["two"].selected_modules == lora.peft_config["one"].selected_modules
 
 
 def test_transformers_loader_restores_an_in_place_adapter_with_a_layernorm(tmp_path: Path) -> None:

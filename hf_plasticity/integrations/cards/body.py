@@ -141,14 +141,9 @@ def training_text(block: dict[str, Any]) -> str:
     if not sel:
         return ""
     layers = "all layers" if sel["layers"] == "all" else f"layers {sel['layers']}"
-    if sel["mode"] == "full":
-        how = "their own weights trained in full" + (
-            " (a trained copy beside the frozen original)" if sel.get("keep_original") else ", in place"
-        )
-    else:
-        lora = sel["lora"]
-        how = f"LoRA in their linear layers (r = {lora['r']}, alpha = {lora['lora_alpha']})"
-        how += "; a selected LayerNorm trained directly"
+    how = "their own weights trained in full" + (
+        " (a trained copy beside the frozen original)" if sel.get("keep_original") else ", in place"
+    )
     text = (
         f"[hf-plasticity](https://pypi.org/project/hf-plasticity/)'s `PlasticityConfig` (a PEFT method) selected "
         f"{_rule_words(sel)}, in {layers} ({_modules(block)}), {how}"

@@ -138,7 +138,6 @@ def build_model_card(
         "training_text": training_text if training_text is not None else body.training_text(block),
         "trained_modules": list(config.selected_modules or []) if config is not None else [],
         "metrics_table": body.metrics_table(values, dataset_name),
-        "mode": (block.get("selection") or {}).get("mode"),
         "base_model_ref": base_model or BASE_PLACEHOLDER,
         "base_is_local": base_model is None,
         "base_kwargs": body.base_kwargs(model),

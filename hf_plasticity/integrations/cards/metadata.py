@@ -219,8 +219,5 @@ def _selection(config: PlasticityConfig) -> dict[str, Any]:
     rule = config.rule
     out: dict[str, Any] = {"rule": rule, "value": jsonable(getattr(config, rule), digits=6), "mode": config.mode}
     out["layers"] = list(config.layers) if config.layers is not None else "all"
-    if config.mode == "full":
-        out["keep_original"] = bool(config.keep_original)
-    else:
-        out["lora"] = {"r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout}
+    out["keep_original"] = bool(config.keep_original)
     return out
