@@ -177,7 +177,7 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
                 lines.append(
                     f"| {budget} | {mark}{name}{mark} | {cells} | {100 * v['mean']:.1f} | "
                     f"{max(v['trainable'].values()):,} ({100 * v['share']:.2f}%) | {v['s_per_step']:.3f} | "
-                    f"{' / '.join(f'{lr:g}' for lr in dict.fromkeys(v['lr'].values()))} |"
+                    f"{_rates(v['lr'])} |"
                 )
         lines += [
             "",
@@ -206,6 +206,14 @@ def pareto_markdown(doc: dict[str, Any]) -> str:
             lines.append(f"- `{name}`: {m['description']}{what}")
         break
     return "\n".join(lines) + "\n"
+
+
+def _rates(per_task: dict[str, float]) -> str:
+    """One rate when every task ran at it (chosen on digits), else each task's own choice."""
+    rates = set(per_task.values())
+    if len(rates) == 1:
+        return f"{rates.pop():g}"
+    return ", ".join(f"{task} {lr:g}" for task, lr in sorted(per_task.items()))
 
 
 def _pruned_lines(doc: dict[str, Any]) -> list[str]:

@@ -106,52 +106,40 @@ class ExperimentSpec:
     def pareto_full(cls, workers: int = 2) -> ExperimentSpec:
         """The committed Pareto run, pruned to what two CPU cores finish in a working session (README).
 
-        AdamW is the primary optimizer. Each method's learning rate is chosen on digits (validation, seed 0)
-        from a grid per family and used on every task: {3e-4, 1e-3, 3e-3, 1e-2} for whole modules, {3e-3, 1e-2,
-        3e-2} for LoRA-type methods (their best rate is about 10x a whole module's), and 0.1 too for AdaLoRA and
-        LN tuning (both chose 3e-2, the top of that grid). Grids were widened wherever a method chose an edge. Per budget: the plasticity
-        options (ranks ∝ score, and the flatter ∝ sqrt(score) allocation) against LoRA on q, v and on every
-        linear, AdaLoRA, EVA and KappaTune at B1, AdaLoRA at B2, LN tuning at its own budget; at B4 (attention
-        and fc1, 66%) the theoretical top two types and the measured per-module budget. The shared-protocol
-        options run their grid only: they lost it on digits (pruned, the README says by how much). SGD, the
-        paper's ablation, beside: the best plasticity option and the best peer at B1 and B2 ({0.03, 0.1, 0.3},
-        chosen on digits), and the main run's cached runs (head, LoRA r=16, attention, full finetuning).
+        AdamW is the primary optimizer. Learning rates are chosen on validation (seed 0) from a grid per family:
+        {3e-4, 1e-3, 3e-3, 1e-2} for whole modules, {3e-3, 1e-2, 3e-2} for LoRA-type methods (their best rate is
+        about 10x a whole module's), and 0.1 too for AdaLoRA and LN tuning (both chose 3e-2, the top of that
+        grid); grids were widened wherever a method chose an edge. The leaders of each budget (plasticity LoRA,
+        LoRA on every linear and the whole-module budget at B1/B2; attention, theory's top two and full
+        finetuning) choose their rate per task; the methods they dominate choose it on digits and use it on
+        every task (pruned). Per budget: the plasticity options (ranks ∝ score, and the flatter ∝ sqrt(score)
+        allocation) against LoRA on q, v and on every linear, AdaLoRA, EVA and KappaTune at B1, AdaLoRA at B2,
+        LN tuning at its own budget; at B4 (attention and fc1, 66%) theory's top two types and the measured
+        per-module budget. The shared-protocol options run their digits grid only: they lost it (the README says
+        by how much). SGD, the paper's ablation, beside: the B1/B2 leaders ({0.03, 0.1, 0.3}, per task), and the
+        main run's cached runs (head, LoRA r=16, attention, full finetuning; its 5-point grid, per task).
         """
 
         lora_rates = (3e-3, 1e-2, 3e-2)
         whole_rates = (3e-4, 1e-3, 3e-3, 1e-2)
-        b1 = ("b1_plora_in_situ", "b1_plora_flat", "lora", "b1_lora_all")
-        b2 = ("b2_plora_in_situ", "b2_plora_flat", "b2_lora_all")
-        adalora = ("b1_adalora", "b2_adalora")
-        whole = ("b2_budget_in_situ", "b3_budget_in_situ", "mha", "full")
-        selectors = ("b1_eva", "b1_kappa")
-        b4 = ("b4_top2", "b4_budget_in_situ")
-        sgd_pareto = ("b1_plora_in_situ", "b1_lora_all", "b2_plora_in_situ", "b2_lora_all")
+        lora_leaders = ("b1_plora_in_situ", "b1_lora_all", "b2_plora_in_situ", "b2_lora_all")
+        whole_leaders = ("b2_budget_in_situ", "mha", "b4_top2", "full")
+        lora_rest = ("b1_plora_flat", "lora", "b2_plora_flat", "b1_eva", "b1_kappa")
+        whole_rest = ("b3_budget_in_situ", "b4_budget_in_situ")
+        wide = ("b1_adalora", "b2_adalora", "ln_tuning")
+        shared = ("b1_plora_shared", "b2_budget_shared")
         return cls(
-            methods=(
-                *b1,
-                *b2,
-                *adalora,
-                *whole,
-                *selectors,
-                "ln_tuning",
-                *b4,
-                "b1_plora_shared",
-                "b2_budget_shared",
-                "linear",
-            ),
+            methods=(*lora_leaders, *whole_leaders, *lora_rest, *whole_rest, *wide, *shared, "linear"),
             optimizers=(  # in order of the question's weight, so a run cut short has answered the first ones
-                OptimizerPlan("adamw", lora_rates, methods=b1, select_on="digits"),
-                OptimizerPlan("adamw", lora_rates, methods=b2, select_on="digits"),
-                OptimizerPlan("adamw", (*lora_rates, 0.1), methods=adalora, select_on="digits"),
-                OptimizerPlan("adamw", whole_rates, methods=whole, select_on="digits"),
-                OptimizerPlan("adamw", lora_rates, methods=selectors, select_on="digits"),
-                OptimizerPlan("adamw", (*lora_rates, 0.1), methods=("ln_tuning",), select_on="digits"),
-                OptimizerPlan("adamw", whole_rates, methods=b4, select_on="digits"),
-                OptimizerPlan("sgd", (0.03, 0.1, 0.3), methods=sgd_pareto, select_on="digits"),
+                OptimizerPlan("adamw", lora_rates, methods=lora_leaders),
+                OptimizerPlan("adamw", whole_rates, methods=whole_leaders),
+                OptimizerPlan("adamw", lora_rates, methods=lora_rest, select_on="digits"),
+                OptimizerPlan("adamw", whole_rates, methods=whole_rest, select_on="digits"),
+                OptimizerPlan("adamw", (*lora_rates, 0.1), methods=wide, select_on="digits"),
+                OptimizerPlan("sgd", (0.03, 0.1, 0.3), methods=lora_leaders),
                 OptimizerPlan("sgd", (0.003, 0.01, 0.03, 0.1, 0.3), methods=("linear", "mha", "full", "lora")),
-                OptimizerPlan("adamw", lora_rates, methods=("b1_plora_shared",), select_on="digits", grid_only=True),
-                OptimizerPlan("adamw", whole_rates, methods=("b2_budget_shared",), select_on="digits", grid_only=True),
+                OptimizerPlan("adamw", lora_rates, methods=shared[:1], select_on="digits", grid_only=True),
+                OptimizerPlan("adamw", whole_rates, methods=shared[1:], select_on="digits", grid_only=True),
             ),
             train=TrainProtocol(steps=120, batch_size=32),
             workers=workers,
