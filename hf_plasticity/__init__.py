@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
         registered_model_types,
         resolve_components,
     )
-    from .integrations.cards import attach_report, build_model_card, write_model_card
+    from .integrations.cards import attach_report, build_model_card, save_card_files, write_model_card
     from .integrations.export import export_merged
     from .integrations.hub import push_to_hub
     from .integrations.peft_hooks import install_peft_hooks as install_peft_hooks
@@ -88,7 +88,9 @@ _LAZY = {
         ],
         "components",
     ),
-    **dict.fromkeys(["attach_report", "build_model_card", "write_model_card"], "integrations.cards"),
+    **dict.fromkeys(
+        ["attach_report", "build_model_card", "save_card_files", "write_model_card"], "integrations.cards"
+    ),
     "export_merged": "integrations.export",
     "push_to_hub": "integrations.hub",
     "install_peft_hooks": "integrations.peft_hooks",
@@ -242,6 +244,7 @@ __all__ = [
     "register_component_map",
     "registered_model_types",
     "resolve_components",
+    "save_card_files",
     "select_modules",
     "write_model_card",
 ]

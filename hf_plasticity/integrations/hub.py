@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import HubAuthError, HubPushError, PlasticityError
-from .cards import CARD_NAME, FIGURE_NAME, REPORT_NAME, build_model_card, merge_model_card, write_model_card
+from ..errors import HubAuthError, HubPushError, ModelCardError, PlasticityError
+from .cards import CARD_NAME, FIGURE_NAME, REPORT_NAME, build_model_card, merge_model_card, save_card_files
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
@@ -38,11 +38,16 @@ def push_to_hub(
     metrics: Mapping[str, float] | str | os.PathLike[str] | None = None,
     endpoint: str | None = None,
     card: str | None = None,
+    report: PlasticityReport | str | os.PathLike[str] | None = None,
 ) -> CommitInfo:
     """Upload a plasticity model (or a saved adapter folder) with its card, report and figure, in one commit.
 
     ``model_or_dir`` is a PEFT model with a plasticity adapter (saved to a temporary folder first) or a
-    folder written by ``save_pretrained``. The card is rebuilt with ``repo_id`` in its loading snippet and
+    folder written by ``save_pretrained``. A PEFT model with a LoRA adapter (from
+    :func:`hf_plasticity.plasticity_lora_config`) is pushed the same way given ``report`` (the report its ranks
+    were allocated from, or its path; or one attached with :func:`hf_plasticity.attach_report`): the adapter
+    as PEFT saves it, which ``peft`` alone loads, with a LoRA card. ``report`` also replaces a plasticity
+    model's own report on the card. The card is rebuilt with ``repo_id`` in its loading snippet and
     merged with the folder's README; a folder's own files are uploaded as they are and never modified.
     Returns huggingface_hub's ``CommitInfo``; raises :class:`HubPushError` (:class:`HubAuthError` for
     token problems) when nothing was pushed. ``card`` (a card's text) is uploaded as it is instead of the
@@ -62,12 +67,13 @@ def push_to_hub(
             folder = Path(model_or_dir)
             if not folder.is_dir():
                 raise HubPushError(f"nothing to push: {str(folder)!r} is not a folder")
-            card_text = card if card is not None else _folder_card(folder, repo_id, metrics)
+            card_text = card if card is not None else _folder_card(folder, repo_id, metrics, report)
         else:
             folder = Path(staging)
-            model_or_dir.save_pretrained(str(folder))  # our hook writes the card, report and figure
-            built = build_model_card(model_or_dir, repo_id=repo_id, metrics=metrics)
-            write_model_card(built, folder)  # again, now naming the repo in the loading snippet
+            model_or_dir.save_pretrained(str(folder))  # our hook writes the card, else PEFT writes a generic one
+            (folder / CARD_NAME).unlink(missing_ok=True)
+            # ours, naming the repo in the loading snippet, with the report and figure beside it
+            save_card_files(model_or_dir, folder, repo_id=repo_id, metrics=metrics, report=report)
             card_text = (folder / CARD_NAME).read_text(encoding="utf-8")
         top_card = folder / CARD_NAME
         operations = [
@@ -130,16 +136,21 @@ def push_card_files(
         )
 
 
-def _folder_card(folder: Path, repo_id: str, metrics: Any) -> str | None:
+def _folder_card(folder: Path, repo_id: str, metrics: Any, report: Any) -> str | None:
     """The card to upload for a saved folder: ours (rebuilt for ``repo_id``) over its README, or its README."""
     from huggingface_hub import ModelCard
 
     if not (folder / "adapter_config.json").is_file() or '"PLASTICITY"' not in (
         folder / "adapter_config.json"
     ).read_text(encoding="utf-8"):
+        if report is not None:
+            raise ModelCardError(
+                f"report= cannot card the folder {str(folder)!r}: it holds no plasticity adapter; for a LoRA adapter "
+                "push the PEFT model itself: push_to_hub(model, repo_id, report=report)"
+            )
         return None  # not a plasticity adapter (e.g. an export): its own README, if any, goes as it is
     existing = (folder / CARD_NAME).read_text(encoding="utf-8") if (folder / CARD_NAME).is_file() else None
-    card: ModelCard = build_model_card(folder, repo_id=repo_id, metrics=metrics)
+    card: ModelCard = build_model_card(folder, report=report, repo_id=repo_id, metrics=metrics)
     return str(merge_model_card(card, existing))
 
 

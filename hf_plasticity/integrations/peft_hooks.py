@@ -1,14 +1,15 @@
 """The one place hf_plasticity changes PEFT's behaviour: cards and Hub uploads of plasticity adapters.
 
 Importing ``hf_plasticity`` installs the hooks once (idempotent). Only models whose active adapter is a
-``PlasticityConfig`` are affected; every other PEFT model goes through PEFT's own methods unchanged.
+``PlasticityConfig``, or a LoRA adapter the user gave a report with :func:`hf_plasticity.attach_report`, are
+affected; every other PEFT model (plain LoRA included) goes through PEFT's own methods unchanged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .cards import plasticity_adapter_name, plasticity_config_of, save_card_files
+from .cards import card_adapter_name, save_card_files
 from .hub import push_to_hub as push
 
 
@@ -17,8 +18,9 @@ def install_peft_hooks() -> None:
 
     PEFT writes a generic card in ``PeftModel.create_or_update_model_card`` (also called by the Trainer
     after it writes its own summary) and transformers' ``push_to_hub`` replaces the README with the
-    remote or a generic one. For a model whose active adapter is a ``PlasticityConfig`` both go through
-    this package's card and Hub code instead; every other PEFT model keeps PEFT's behaviour.
+    remote or a generic one. For a model whose active adapter is a ``PlasticityConfig`` (or a LoRA adapter with
+    an attached report) both go through this package's card and Hub code instead; every other PEFT model keeps
+    PEFT's behaviour.
     """
     from peft import PeftModel
 
@@ -28,13 +30,14 @@ def install_peft_hooks() -> None:
     original_push = PeftModel.push_to_hub
 
     def create_or_update_model_card(self: Any, output_dir: str) -> None:
-        if plasticity_config_of(self, plasticity_adapter_name(self)) is None:
+        name = card_adapter_name(self)
+        if name is None:
             return original_card(self, output_dir)
-        save_card_files(self, output_dir)
+        save_card_files(self, output_dir, adapter_name=name)
         return None
 
     def push_to_hub(self: Any, repo_id: str, *args: Any, **kwargs: Any) -> Any:
-        if plasticity_config_of(self, plasticity_adapter_name(self)) is None:
+        if card_adapter_name(self) is None:
             return original_push(self, repo_id, *args, **kwargs)
         kwargs.pop("max_shard_size", None)
         kwargs.pop("tags", None)

@@ -20,10 +20,13 @@ from torch import nn
 from hf_plasticity import (
     HubAuthError,
     HubPushError,
+    ModelCardError,
     PlasticityConfig,
+    attach_report,
     export_merged,
     load_adapter,
     measure_plasticity,
+    plasticity_lora_config,
     push_to_hub,
 )
 from hf_plasticity.integrations.cards.sources import report_of
@@ -207,3 +210,70 @@ def test_cli_card_push(hub, tmp_path: Path) -> None:
     assert set(hub.repos[REPO]) == EXPECTED_FILES
     card = ModelCard.load(REPO)
     assert card.data.plasticity["trained"]["modules"] and f'"{REPO}"' in card.text
+
+
+# ------------------------------------------------------------------------------------------ plasticity LoRA adapters
+def lora_trained() -> tuple[nn.Module, object]:
+    """A PEFT LoRA model from plasticity_lora_config, its B factors random (B = 0 would make any loader look right)."""
+    report = measure_plasticity(TINY_MODELS["vit"](), pixels(12, seed=1), progress=False)
+    config = plasticity_lora_config(report, budget=0.2, model=TINY_MODELS["vit"]())
+    model = get_peft_model(TINY_MODELS["vit"](), config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(generator=torch.Generator().manual_seed(len(name)))
+    return model.eval(), report
+
+
+@pytest.mark.parametrize("how", ["report-keyword", "attached-report"], ids=["push_to_hub-report", "peft-push_to_hub"])
+def test_lora_push_uploads_adapter_card_report_and_figure_in_one_commit(hub, how: str) -> None:
+    model, report = lora_trained()
+    if how == "report-keyword":
+        push_to_hub(model, REPO, report=report)
+    else:
+        attach_report(model, report)
+        model.push_to_hub(REPO)  # PEFT's method, through our hook once a report is attached
+    assert set(hub.repos[REPO]) == EXPECTED_FILES and len(hub.commits) == 1
+    card = ModelCard.load(REPO)
+    assert card.data.plasticity["selection"]["rule"] == "plasticity_lora_config"
+    assert f'PeftModel.from_pretrained(base, "{REPO}")' in card.text
+    assert json.loads(hub.repos[REPO]["adapter_config.json"])["peft_type"] == "LORA"
+
+
+def test_lora_push_without_report_names_the_fix_and_pushes_nothing(hub) -> None:
+    model, _ = lora_trained()
+    with pytest.raises(ModelCardError, match="pass report="):
+        push_to_hub(model, REPO)
+    assert hub.commits == [] and not any(hub.repos.values())
+
+
+LORA_LOADER = """
+import json, sys, torch
+from peft import PeftModel
+from transformers import ViTConfig, ViTForImageClassification
+repo, config_json, x_path, out_path = sys.argv[1:]
+torch.manual_seed(0)
+base = ViTForImageClassification(ViTConfig(**json.loads(config_json))).eval()
+model = PeftModel.from_pretrained(base, repo).eval()
+with torch.no_grad():
+    torch.save(model(pixel_values=torch.load(x_path)).logits, out_path)
+assert not any(m.startswith("hf_plasticity") for m in sys.modules), "the adapter needed hf_plasticity"
+print(type(model).__name__)
+"""
+
+
+def test_pushed_lora_adapter_loads_with_plain_peft_in_a_fresh_process(hub, tmp_path: Path) -> None:
+    from tests.conftest import TINY
+
+    model, report = lora_trained()
+    x = pixels(3, seed=6)
+    push_to_hub(model, REPO, report=report)
+    torch.save(x, tmp_path / "x.pt")
+    env = {**os.environ, "PYTHONPATH": ""}  # this checkout is not importable there
+    argv = [REPO, json.dumps(TINY), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
+    done = subprocess.run(
+        [sys.executable, "-c", LORA_LOADER, *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("PeftModel")
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), logits(model, x), rtol=1e-5, atol=1e-6)

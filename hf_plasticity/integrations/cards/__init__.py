@@ -6,6 +6,9 @@ how to load it. The card's metadata holds a bounded ``plasticity:`` block (``Mod
 plasticity``) beside the standard keys; the body renders the same facts from the Jinja templates in
 ``hf_plasticity/integrations/templates`` (documented in the top-level ``model_cards/`` folder).
 
+Plasticity adapters and PEFT LoRA adapters (from :func:`hf_plasticity.plasticity_lora_config`, with their
+report) get a card; a LoRA card loads with ``peft`` alone (``lora_card.md.j2``).
+
 One job per module: :mod:`.sources` (where facts and publishable names come from), :mod:`.metadata` (the
 ``plasticity:`` block), :mod:`.body` (prose and tables, through :mod:`hf_plasticity.report.tables`),
 :mod:`.build` (the ``ModelCard``), :mod:`.merge` (writing without clobbering). Hub uploads are in
@@ -16,8 +19,8 @@ from ...errors import ModelCardError
 from .build import BASE_PLACEHOLDER, build_model_card
 from .common import CARD_NAME, FIGURE_NAME, HUB_DATASETS, REPORT_NAME, TOP_MODULES, template_path
 from .merge import attach_report, merge_model_card, save_card_files, write_model_card
-from .metadata import plasticity_metadata
-from .sources import plasticity_adapter_name, plasticity_config_of
+from .metadata import lora_metadata, plasticity_metadata
+from .sources import card_adapter_name, lora_config_of, plasticity_adapter_name, plasticity_config_of
 
 __all__ = [
     "BASE_PLACEHOLDER",
@@ -29,6 +32,9 @@ __all__ = [
     "ModelCardError",
     "attach_report",
     "build_model_card",
+    "card_adapter_name",
+    "lora_config_of",
+    "lora_metadata",
     "merge_model_card",
     "plasticity_adapter_name",
     "plasticity_config_of",

@@ -12,7 +12,7 @@ from ...components import THEORETICAL_RANKING
 from ...report.report import PlasticityReport
 from ...report.tables import Cell, layer_cells, layer_table, pairs_sentence, ranking_table
 from .common import fmt
-from .metadata import GIVEN, MEASURED, NAMED, THEORY
+from .metadata import GIVEN, LORA_RULE, MEASURED, NAMED, THEORY
 
 THEORY_TEXT = "the paper's theoretical ranking (" + " > ".join(THEORETICAL_RANKING) + ")"
 
@@ -218,3 +218,114 @@ def _top_cell(row: list[Cell], comps: list[str], paths: dict[str, list[str]], la
 
 def _is_selected(path: str, selected: list[str]) -> bool:
     return any(m == path or m.endswith("." + path) for m in selected)
+
+
+# ---------------------------------------------------------------------------------------- LoRA adapters
+LORA_RULE_TEXT = (
+    "every (layer, component) of the report gets an allocation c × its measured mean; a linear's rank is "
+    "floor(c × score) (at most min(in, out); rank 0 leaves it untouched), a LayerNorm whose allocation reaches 1 "
+    "is trained whole, and c is the largest that keeps the trainable parameters, head included, within the budget"
+)
+
+
+def lora_summary(block: dict[str, Any], base_model: str | None, local: bool) -> str:
+    """The opening sentence of a LoRA adapter's card: plain PEFT LoRA, and what set its ranks."""
+    base = f"`{base_model}`" if base_model else "a local checkpoint (not on the Hub)" if local else "its base model"
+    sel = block["selection"]
+    ranks = [t["rank"] for t in sel["targets"]]
+    spread = f"rank {ranks[0]}" if min(ranks) == max(ranks) else f"ranks {min(ranks)}–{max(ranks)}"
+    what = f"{len(ranks)} linear module(s) at {spread}"
+    if sel["rule"] == LORA_RULE:
+        how = (
+            "whose ranks were allocated from the plasticity measured on each (layer, component) by "
+            f"`hf_plasticity.plasticity_lora_config`: {what}"
+        )
+    else:
+        how = f"with the ranks it was configured with ({what}), shown beside the plasticity measured on its base model"
+    share = block.get("trainable_share")
+    tail = f", {share:.2%} of the base model's parameters trainable" if share is not None else ""
+    return (
+        f"A plain [PEFT](https://github.com/huggingface/peft) LoRA adapter for {base} {how}{tail}. "
+        "It loads with `peft` alone; hf-plasticity is not needed to use it."
+    )
+
+
+def lora_choice_text(block: dict[str, Any], report: PlasticityReport) -> str:
+    """How the ranks were set: the rule (or the config), alpha, what was trained whole."""
+    sel = block["selection"]
+    if sel["rule"] == LORA_RULE:
+        lines = [f"- **Rule:** `{LORA_RULE}`: {LORA_RULE_TEXT}."]
+        lines.append("- **Chosen by:** the per-layer measurement in the tables below.")
+        above = report.exceeding_bounds()
+        if above:
+            total = sum(1 for c in report.components if c.endswith("_norm")) * report.num_layers
+            lines.append(
+                f'- **Left out by the default `signal="auto"`:** {len(above)} of {total} LayerNorm cells measured '
+                "above their theoretical upper bound (a rate dominated by the tokens' scale, not by non-smoothness); "
+                "they get no allocation."
+            )
+    else:
+        lines = [
+            f"- **Ranks:** as configured in the `LoraConfig` (r={sel['r']}, lora_alpha={sel['lora_alpha']}); "
+            "they were not allocated by `plasticity_lora_config`, and the measurement below did not set them."
+        ]
+    alphas = {(t["rank"], t["alpha"]) for t in sel["targets"]}
+    if all(float(a) == float(r) for r, a in alphas):
+        lines.append("- **Scaling:** alpha = rank for every module (scaling 1).")
+    trained = block.get("trained") or {}
+    if trained.get("components"):
+        kinds = ", ".join(f"`{c}` ({k} module(s))" for c, k in trained["components"].items())
+        lines.append(f"- **Trained:** {kinds}; marked ✓ in the ranking below.")
+    heads = block.get("modules_to_save") or []
+    if heads:
+        lines.append(f"- **Trained whole** (`modules_to_save`): {', '.join(f'`{h}`' for h in heads)}.")
+    return "\n".join(lines)
+
+
+def lora_targets_table(block: dict[str, Any]) -> str:
+    """Every adapted linear, highest rank first, with its component, layer and measured cell mean."""
+    lines = ["| rank | alpha | module | component | layer | plasticity |", "| ---: | ---: | --- | --- | ---: | ---: |"]
+    for t in block["selection"]["targets"]:
+        comp = f"`{t['component']}`" if t["component"] else "—"
+        layer = "—" if t["layer"] is None else str(t["layer"])
+        lines.append(f"| {t['rank']} | {fmt(t['alpha'])} | `{t['module']}` | {comp} | {layer} | {fmt(t['score'])} |")
+    return "\n".join(lines)
+
+
+def lora_per_layer(block: dict[str, Any], report: PlasticityReport, paths: dict[str, list[str]]) -> str:
+    """Every layer's cells (ranking order) with the LoRA ranks and whole-trained modules that layer holds."""
+    comps = [r["component"] for r in block.get("ranking") or []]
+    cells = layer_cells(report, comps)
+    ranks: list[list[str]] = [[] for _ in cells]
+    for t in block["selection"]["targets"]:
+        if t["layer"] is not None and t["layer"] < len(cells):
+            path = paths[t["component"]][t["layer"]]
+            leaf = t["module"][len(path) :].lstrip(".") if t["module"].startswith(path) else ""
+            ranks[t["layer"]].append(f"`{t['component']}{'.' + leaf if leaf else ''}` {t['rank']}")
+    whole: list[list[str]] = [[] for _ in cells]
+    for module in block.get("modules_to_save") or []:
+        for comp in comps:
+            for layer, path in enumerate(paths.get(comp, [])[: len(cells)]):
+                if module == path or module.endswith("." + path):
+                    whole[layer].append(f"`{comp}`")
+    extra = {
+        "most plastic": [_top_cell(row, comps, paths, layer) for layer, row in enumerate(cells)],
+        "LoRA rank": [", ".join(r) for r in ranks],
+        "trained whole": [", ".join(w) for w in whole],
+    }
+    return layer_table(comps, cells, extra)
+
+
+def lora_training_text(block: dict[str, Any]) -> str:
+    sel = block["selection"]
+    text = (
+        f"PEFT's own LoRA (`peft.LoraConfig`, r={sel['r']} with a per-module `rank_pattern`) on "
+        f"{len(sel['targets'])} linear module(s)"
+    )
+    heads = block.get("modules_to_save") or []
+    text += f"; {', '.join(f'`{h}`' for h in heads)} trained in full." if heads else "."
+    text += (
+        f" Trainable parameters: {block['trainable_parameters']:,}, {block['trainable_share']:.2%} of the base "
+        f"model's {block['base_parameters']:,}."
+    )
+    return text

@@ -12,12 +12,13 @@ from ...errors import ModelCardError
 from ...report.report import PlasticityReport
 from . import body
 from .common import CITATION, FIGURE_NAME, slug, template_path
-from .metadata import module_paths, plasticity_metadata
+from .metadata import lora_metadata, module_paths, plasticity_metadata
 from .sources import (
     base_model_of,
     hub_datasets,
     hub_id,
     is_plasticity_config,
+    lora_config_of,
     plasticity_config_of,
     public_name,
     read_folder_or_report,
@@ -58,10 +59,20 @@ def build_model_card(
     whose ``adapter_config.json`` and ``plasticity_report.json`` are read). ``metrics`` (a mapping, or a
     JSON file such as the Trainer's ``eval_results.json``) become the ``model-index`` results. The card
     names the base model by its Hub id, never by a local path; ``base_model`` overrides what is found.
+
+    A PEFT model with a plain LoRA adapter (from :func:`hf_plasticity.plasticity_lora_config`) gets a LoRA
+    card: ``report`` is then required (the report its ranks were allocated from, or its path; or one given
+    to the model by :func:`attach_report`), since a ``LoraConfig`` keeps no trace of the measurement. The
+    card records the report's measurement, the ranks the model's LoRA layers hold and the trainable share
+    of the base model, and loads with ``peft`` alone. Any other ``LoraConfig`` is a LoRA card too: with a
+    report, the card shows the measurement beside the ranks *as configured* (``selection.rule:
+    configured``); a config has ``plasticity_lora_config``'s shape when every target has its own rank in
+    ``rank_pattern`` and alpha equal to it.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     model = None
+    lora = None
     if isinstance(source, PlasticityReport):
         report = report or source
     elif source is not None and is_plasticity_config(source):
@@ -72,24 +83,35 @@ def build_model_card(
     elif source is not None:
         model = source
         config = config or plasticity_config_of(model, adapter_name)
-        if config is None:
+        lora = lora_config_of(model, adapter_name) if config is None else None
+        if config is None and lora is None:
             raise ModelCardError(
                 f"{type(source).__name__} carries no PlasticityConfig adapter named {adapter_name!r}; pass a "
-                "plasticity PEFT model, a PlasticityConfig or a PlasticityReport"
+                "plasticity PEFT model, a PEFT LoRA model with report=, a PlasticityConfig or a PlasticityReport"
             )
     if isinstance(report, str | os.PathLike):
         report = PlasticityReport.load(report)
-    block = plasticity_metadata(report, config, model, adapter_name)
-    report = report or report_of(config, model, adapter_name)
+    if lora is not None:
+        report = report or report_of(None, model, adapter_name)
+        if report is None:
+            raise ModelCardError(
+                f"the model's {adapter_name!r} adapter is a LoRA adapter, whose config keeps no trace of the "
+                "measurement: pass report=<the PlasticityReport its ranks were allocated from, or its path> "
+                "(build_model_card(model, report=report)), or attach it first with hf_plasticity.attach_report"
+            )
+        block = lora_metadata(report, lora, model, adapter_name)
+    else:
+        block = plasticity_metadata(report, config, model, adapter_name)
+        report = report or report_of(config, model, adapter_name)
     values = read_metrics(metrics)
 
-    is_adapter = config is not None
+    is_adapter = config is not None or lora is not None
     local = False
     if base_model is not None:
         local = hub_id(base_model) is None
         base_model = hub_id(base_model)
     elif is_adapter:  # a base model's own card has no base_model unless one is given
-        base_model, local = base_model_of(config, model, report)
+        base_model, local = base_model_of(config or lora, model, report)
     datasets = datasets if datasets is not None else hub_datasets(report, config)
     name = model_name or (Path(repo_id).name if repo_id else None) or _default_name(base_model, is_adapter)
     dataset_name = (
@@ -108,7 +130,9 @@ def build_model_card(
         for key, value in values.items()
     ]
     tags = ["plasticity", "hf-plasticity", "vision"]
-    if block.get("selection"):
+    if lora is not None:
+        tags += ["plasticity-lora", "lora"]
+    elif block.get("selection"):
         tags.append(f"plasticity-{block['selection']['mode']}")
     data = ModelCardData(
         library_name="peft" if is_adapter else "transformers",
@@ -124,25 +148,42 @@ def build_model_card(
     if is_adapter and data.base_model:
         data.tags.append(f"base_model:adapter:{data.base_model}")
     paths = module_paths(report, model) if report is not None else {}
-    kwargs = {
+    common = {
         "model_name": name,
-        "summary": summary or body.summary(block, base_model, local, is_adapter),
-        "choice_text": body.choice_text(block, report),
         "pairs_text": body.pairs_text(block),
         "ranking_table": body.ranking(block),
-        "layer_table": body.per_layer(block, report, config, paths),
-        "has_ci": report is not None,
         "has_bounds": report is not None and report.bounds is not None,
         "figure": figure if report is not None else None,
-        "score_source": block.get("score_source") or "the paper's theoretical ranking",
-        "training_text": training_text if training_text is not None else body.training_text(block),
-        "trained_modules": list(config.selected_modules or []) if config is not None else [],
         "metrics_table": body.metrics_table(values, dataset_name),
         "base_model_ref": base_model or BASE_PLACEHOLDER,
         "base_is_local": base_model is None,
         "base_kwargs": body.base_kwargs(model),
         "repo_ref": repo_id or f"path/to/{name}",
         "citation": CITATION,
+    }
+    if lora is not None and report is not None:
+        card = ModelCard.from_template(
+            data,
+            template_path=str(template_path("lora_card.md.j2")),
+            **common,
+            summary=summary or body.lora_summary(block, base_model, local),
+            choice_text=body.lora_choice_text(block, report),
+            num_targets=len(block["selection"]["targets"]),
+            targets_table=body.lora_targets_table(block),
+            layer_table=body.lora_per_layer(block, report, paths),
+            training_text=training_text if training_text is not None else body.lora_training_text(block),
+        )
+        card.text = _tidy(card.text)
+        return card
+    kwargs = {
+        **common,
+        "summary": summary or body.summary(block, base_model, local, is_adapter),
+        "choice_text": body.choice_text(block, report),
+        "layer_table": body.per_layer(block, report, config, paths),
+        "has_ci": report is not None,
+        "score_source": block.get("score_source") or "the paper's theoretical ranking",
+        "training_text": training_text if training_text is not None else body.training_text(block),
+        "trained_modules": list(config.selected_modules or []) if config is not None else [],
     }
     template = "adapter_card.md.j2" if is_adapter else "base_model_card.md.j2"
     card = ModelCard.from_template(data, template_path=str(template_path(template)), **kwargs)

@@ -36,7 +36,7 @@ per-layer table is in ``plasticity_report.json`` and the card's body)."""
 
 
 def template_path(name: str) -> Path:
-    """Path of a bundled Jinja template (``adapter_card.md.j2``, ``base_model_card.md.j2``).
+    """Path of a bundled Jinja template (``adapter_card.md.j2``, ``lora_card.md.j2``, ``base_model_card.md.j2``).
 
     The templates are package data (``hf_plasticity/integrations/templates``) so that a wheel or an editable
     install renders the same cards as a source checkout; ``model_cards/README.md`` documents them.

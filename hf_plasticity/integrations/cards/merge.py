@@ -12,7 +12,14 @@ from ...io import atomic_write_text
 from ...report.report import PlasticityReport
 from .build import build_model_card
 from .common import BEGIN, CARD_NAME, END, FIGURE_NAME, OWNED_KEYS, REPORT_NAME, as_list
-from .sources import keep_report, plasticity_adapter_name, plasticity_config_of, report_of
+from .sources import (
+    card_adapter_name,
+    keep_report,
+    lora_config_of,
+    plasticity_adapter_name,
+    plasticity_config_of,
+    report_of,
+)
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -73,29 +80,39 @@ def save_card_files(
     repo_id: str | None = None,
     metrics: Mapping[str, float] | str | os.PathLike[str] | None = None,
     adapter_name: str | None = None,
+    report: PlasticityReport | str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write the card, the report (``plasticity_report.json``) and the figure of a plasticity model into ``folder``."""
+    """Write the card, the report (``plasticity_report.json``) and the figure of a PEFT model into ``folder``.
+
+    For a plasticity adapter, or a LoRA adapter (e.g. from :func:`hf_plasticity.plasticity_lora_config`) with its
+    ``report`` given here or attached by :func:`attach_report`. Writes no adapter weights: ``save_pretrained``
+    does (and, for these models, calls this).
+    """
     folder = Path(folder)
-    name = adapter_name or plasticity_adapter_name(model)
-    report = report_of(plasticity_config_of(model, name), model, name)
-    if report is not None:
+    name = adapter_name or card_adapter_name(model) or plasticity_adapter_name(model)
+    if isinstance(report, str | os.PathLike):
+        report = PlasticityReport.load(report)
+    report = report or report_of(plasticity_config_of(model, name), model, name)
+    card = build_model_card(model, report=report, metrics=metrics, repo_id=repo_id, adapter_name=name)
+    if report is not None:  # the card is built first: a model it cannot describe leaves the folder as it was
         report.save(folder / REPORT_NAME)
         report.plot(folder / FIGURE_NAME)
-    card = build_model_card(model, metrics=metrics, repo_id=repo_id, adapter_name=name)
     return write_model_card(card, folder)
 
 
 def attach_report(
     model: Any, report: PlasticityReport | str | os.PathLike[str], adapter_name: str = "default"
 ) -> None:
-    """Attach the measured report to a plasticity model, so its card shows the intervals and the figure.
+    """Attach the measured report to a plasticity or LoRA PEFT model, so its card shows the measurement.
 
-    A config built from a report keeps it already; this is for one built from a mapping or a saved
-    adapter, or for a report measured later.
+    A plasticity config built from a report keeps it already; this is for one built from a mapping or a saved
+    adapter, or for a report measured later. A LoRA adapter (``plasticity_lora_config``'s, or any ``LoraConfig``)
+    keeps no report: attaching one is the explicit opt-in that makes its ``save_pretrained`` and
+    ``push_to_hub`` write and upload this package's card, report and figure instead of PEFT's generic card
+    (other LoRA models keep PEFT's behaviour).
     """
-    config = plasticity_config_of(model, adapter_name)
-    if config is None:
-        raise ModelCardError(f"the model has no plasticity adapter named {adapter_name!r}")
+    if plasticity_config_of(model, adapter_name) is None and lora_config_of(model, adapter_name) is None:
+        raise ModelCardError(f"the model has no plasticity or LoRA adapter named {adapter_name!r}")
     keep_report(model, report if isinstance(report, PlasticityReport) else PlasticityReport.load(report), adapter_name)
 
 

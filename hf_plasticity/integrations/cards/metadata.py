@@ -14,7 +14,7 @@ from ...components import COMPONENTS, THEORETICAL_RANKING, rank_components
 from ...errors import ModelCardError, PlasticityError
 from ...io import jsonable
 from ...report.report import PlasticityReport
-from .common import PAPER, REPORT_NAME, TOP_MODULES, num, version
+from .common import PAPER, REPORT_NAME, TOP_MODULES, finite_or_low, num, version
 from .sources import plasticity_config_of, public_name, public_score_source, report_of
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 MEASURED, THEORY, GIVEN, NAMED = "measured ranking", "theoretical ranking", "given scores", "named components"
 """What can choose the modules (``selected_by``)."""
+LORA_RULE, CONFIGURED = "plasticity_lora_config", "configured ranks"
+"""The rule of a LoRA adapter whose ranks follow the measurement, and what sets them otherwise (``selected_by``)."""
 
 
 def plasticity_metadata(
@@ -221,3 +223,86 @@ def _selection(config: PlasticityConfig) -> dict[str, Any]:
     out["layers"] = list(config.layers) if config.layers is not None else "all"
     out["keep_original"] = bool(config.keep_original)
     return out
+
+
+# ---------------------------------------------------------------------------------------- LoRA adapters
+def lora_metadata(report: PlasticityReport, config: Any, model: Any, adapter_name: str = "default") -> dict[str, Any]:
+    """The ``plasticity:`` block of a PEFT LoRA adapter: the report's measurement, then the ranks the model trains.
+
+    ``selection.targets`` lists every adapted linear with the rank and alpha its LoRA layer holds (one entry per
+    linear, as ``adapter_config.json``'s ``rank_pattern``), highest rank first. ``selection.rule`` is
+    ``plasticity_lora_config`` when the config has that function's shape (a rank and alpha = rank for every
+    target), else ``configured``: the ranks are then as configured and the measurement is shown beside them.
+    ``trainable_share`` is the trainable parameters over the *base* model's (the budget's denominator).
+    """
+    from ...tuner.selection import base_parameter_count
+
+    paths = module_paths(report, model)
+    block: dict[str, Any] = {"paper": PAPER, "library": f"hf-plasticity {version()}"}
+    block.update(_measurement(report, paths))
+    allocated = allocated_by_rule(config)
+    block["selected_by"] = MEASURED if allocated else CONFIGURED
+    targets = lora_targets(model, adapter_name, report, paths)
+    saved = list(config.modules_to_save or [])
+    located = [_locate(t["module"], paths) for t in targets] + [_locate(m, paths) for m in saved]
+    counts = Counter(comp for comp, _ in located if comp is not None)
+    for row in block["ranking"]:
+        row["trained"] = row["component"] in counts
+    block["selection"] = {
+        "rule": LORA_RULE if allocated else "configured",
+        "method": "lora",
+        "r": int(config.r),
+        "lora_alpha": num(config.lora_alpha),
+        "targets": targets,
+    }
+    block["trained"] = {"modules": len(targets), "components": {c: counts[c] for c in COMPONENTS if counts[c]}}
+    block["modules_to_save"] = saved
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    base = base_parameter_count(model.get_base_model())
+    block["trainable_parameters"] = int(trainable)
+    block["base_parameters"] = int(base)
+    block["trainable_share"] = num(trainable / base) if base else None
+    return block
+
+
+def allocated_by_rule(config: Any) -> bool:
+    """Whether a ``LoraConfig`` has the shape :func:`hf_plasticity.plasticity_lora_config` gives it: every target
+    named in ``rank_pattern``, with alpha equal to its rank (the config does not record who made it)."""
+    ranks = dict(config.rank_pattern or {})
+    targets = config.target_modules
+    if not ranks or isinstance(targets, str) or set(targets or []) != set(ranks):
+        return False
+    return dict(config.alpha_pattern or {}) == ranks
+
+
+def lora_targets(
+    model: Any, adapter_name: str, report: PlasticityReport, paths: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    """Each LoRA layer of ``adapter_name``: its path, component, layer, measured cell mean, rank and alpha."""
+    from peft.tuners.lora import LoraLayer
+
+    rows = []
+    for order, (name, module) in enumerate(model.get_base_model().named_modules()):
+        if not isinstance(module, LoraLayer) or adapter_name not in module.r:
+            continue
+        comp, layer = _locate(name, paths)
+        score = None
+        if comp is not None and layer is not None and comp in report.components:
+            score = num(report.mean[layer, report.components.index(comp)])
+        row: dict[str, Any] = {"module": name, "component": comp, "layer": layer, "score": score}
+        row["rank"] = int(module.r[adapter_name])
+        row["alpha"] = num(module.lora_alpha[adapter_name])
+        rows.append((order, row))
+    if not rows:
+        raise ModelCardError(f"the LoRA adapter {adapter_name!r} adapts no module of the model; nothing to card")
+    rows.sort(key=lambda item: (-item[1]["rank"], -finite_or_low(item[1]["score"]), item[0]))
+    return [row for _, row in rows]
+
+
+def _locate(module: str, paths: dict[str, list[str]]) -> tuple[str | None, int | None]:
+    """The (component, layer) a module path belongs to (it is the component's module or inside it)."""
+    for comp, per_layer in paths.items():
+        for layer, path in enumerate(per_layer):
+            if module == path or module.startswith(path + ".") or module.endswith("." + path):
+                return comp, layer
+    return None, None

@@ -38,13 +38,18 @@ def report_of(
     from ...tuner.model import report_of as kept_by_model
 
     report = kept_by_model(model, adapter_name) if model is not None else None
+    if report is None and model is not None and lora_config_of(model, adapter_name) is not None:
+        report = vars(getattr(model, "base_model", None) or model).get("plasticity_reports", {}).get(adapter_name)
     if report is None and config is not None and isinstance(config.scores, PlasticityReport):
         report = config.scores
     return report
 
 
 def keep_report(model: Any, report: PlasticityReport, adapter_name: str = "default") -> None:
-    """Give a plasticity model's adapter its measured report (the counterpart of :func:`report_of`)."""
+    """Give a PEFT model's adapter its measured report (the counterpart of :func:`report_of`).
+
+    Kept by the tuner model (``PlasticityModel`` or PEFT's ``LoraModel``) in ``plasticity_reports``.
+    """
     from ...tuner.model import PlasticityModel
 
     tuner = model if isinstance(model, PlasticityModel) else getattr(model, "base_model", None)
@@ -64,6 +69,32 @@ def plasticity_config_of(model: Any, adapter_name: str = "default") -> Plasticit
         return None
     config = configs.get(adapter_name)
     return config if is_plasticity_config(config) else None
+
+
+def lora_config_of(model: Any, adapter_name: str = "default") -> Any | None:
+    """The model's plain PEFT ``LoraConfig`` for ``adapter_name`` (None for any other adapter, AdaLoRA's included).
+
+    What :func:`hf_plasticity.plasticity_lora_config` makes, or any LoRA config: both are cards of a LoRA adapter.
+    """
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, Mapping):
+        return None
+    from peft import LoraConfig
+
+    config = configs.get(adapter_name)
+    return config if isinstance(config, LoraConfig) and config.peft_type == "LORA" else None
+
+
+def card_adapter_name(model: Any) -> str | None:
+    """The adapter whose card this package writes: a plasticity adapter, or the active LoRA adapter once a report
+    was attached to it (:func:`hf_plasticity.attach_report`); None leaves the model to PEFT's own card."""
+    name = plasticity_adapter_name(model)
+    if plasticity_config_of(model, name) is not None:
+        return name
+    active = getattr(model, "active_adapter", None)
+    if isinstance(active, str) and lora_config_of(model, active) is not None and report_of(None, model, active):
+        return active
+    return None
 
 
 def plasticity_adapter_name(model: Any) -> str:
@@ -87,7 +118,10 @@ def read_folder_or_report(path: Path) -> tuple[PlasticityReport | None, Plastici
 
     raw = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     if raw.get("peft_type") != "PLASTICITY":
-        raise ModelCardError(f"{str(path)!r} holds a {raw.get('peft_type')} adapter, not a plasticity adapter")
+        raise ModelCardError(
+            f"{str(path)!r} holds a {raw.get('peft_type')} adapter, not a plasticity adapter; for a LoRA adapter "
+            "pass the PEFT model itself with its report: build_model_card(model, report=report)"
+        )
     config = PlasticityConfig.from_pretrained(str(path))
     report = PlasticityReport.load(path / REPORT_NAME) if (path / REPORT_NAME).is_file() else None
     return report, config
