@@ -24,10 +24,10 @@ B2_SHARE = 0.12
 PEER_KINDS = ("lora_qv", "lora_all", "adalora", "eva", "kappa", "ln_tuning", "linear", "full")
 """Method families that are not plasticity's: the best of them per budget is "the best peer"."""
 
-PARETO_METHODS: dict[str, dict[str, str]] = {
+PARETO_METHODS: dict[str, dict[str, Any]] = {
     # name: budget, family, protocol (plasticity options only), description
     "b1_plora_in_situ": {"budget": "B1", "family": "plora", "protocol": "in_situ"},
-    "b1_plora_flat": {"budget": "B1", "family": "plora", "protocol": "in_situ", "exponent": "0.5"},
+    "b1_plora_flat": {"budget": "B1", "family": "plora", "protocol": "in_situ", "exponent": 0.5},
     "b1_plora_shared": {"budget": "B1", "family": "plora", "protocol": "shared"},
     "lora": {"budget": "B1", "family": "lora_qv"},
     "b1_lora_all": {"budget": "B1", "family": "lora_all"},
@@ -35,7 +35,7 @@ PARETO_METHODS: dict[str, dict[str, str]] = {
     "b1_eva": {"budget": "B1", "family": "eva"},
     "b1_kappa": {"budget": "B1", "family": "kappa"},
     "b2_plora_in_situ": {"budget": "B2", "family": "plora", "protocol": "in_situ"},
-    "b2_plora_flat": {"budget": "B2", "family": "plora", "protocol": "in_situ", "exponent": "0.5"},
+    "b2_plora_flat": {"budget": "B2", "family": "plora", "protocol": "in_situ", "exponent": 0.5},
     "b2_budget_in_situ": {"budget": "B2", "family": "budget", "protocol": "in_situ"},
     "b2_budget_shared": {"budget": "B2", "family": "budget", "protocol": "shared"},
     "b2_lora_qv": {"budget": "B2", "family": "lora_qv"},
@@ -44,7 +44,7 @@ PARETO_METHODS: dict[str, dict[str, str]] = {
     "mha": {"budget": "B3", "family": "default"},
     "b3_budget_in_situ": {"budget": "B3", "family": "budget", "protocol": "in_situ"},
     "b3_lora_all": {"budget": "B3", "family": "lora_all"},
-    "b4_top2": {"budget": "B4", "family": "default", "top_k": "2"},
+    "b4_top2": {"budget": "B4", "family": "default", "top_k": 2},
     "b4_budget_in_situ": {"budget": "B4", "family": "budget", "protocol": "in_situ"},
     "full": {"budget": "full", "family": "full"},
     "ln_tuning": {"budget": "LN", "family": "ln_tuning"},
@@ -122,11 +122,10 @@ def resolve_pareto(
         modules = select_modules(model, config).modules
         return "plasticity", {"budget": share, "scores": config.resolved_scores()}, modules
     if family == "default":  # the theoretical ranking's top_k component types, in every layer
-        config = PlasticityConfig(top_k=int(info["top_k"]))
-        return "plasticity", {"top_k": int(info["top_k"])}, select_modules(model, config).modules
+        config = PlasticityConfig(top_k=info["top_k"])
+        return "plasticity", {"top_k": info["top_k"]}, select_modules(model, config).modules
     if family == "plora":
-        exponent = float(info.get("exponent", 1.0))
-        plan = allocate_ranks(reports[info["protocol"]], model, budget=share, exponent=exponent)
+        plan = allocate_ranks(reports[info["protocol"]], model, budget=share, exponent=info.get("exponent", 1.0))
         ranks = {p: r for p, r in plan["ranks"].items() if r > 0}
         top = max(ranks.values())
         spec = {
