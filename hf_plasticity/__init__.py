@@ -43,6 +43,7 @@ from .errors import (
     SmallSampleWarning,
     UnknownComponentError,
     UnsupportedModelError,
+    UnsupportedPlacementError,
 )
 from .version import __version__
 
@@ -231,6 +232,7 @@ __all__ = [
     "SmallSampleWarning",
     "UnknownComponentError",
     "UnsupportedModelError",
+    "UnsupportedPlacementError",
     "__version__",
     "attach_report",
     "build_model_card",

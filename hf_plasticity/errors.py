@@ -11,6 +11,11 @@ class UnsupportedModelError(PlasticityError, TypeError):
     """The model has no component map: it cannot be measured or tuned."""
 
 
+class UnsupportedPlacementError(UnsupportedModelError):
+    """Weights placed where the estimator cannot read them (meta tensors no Accelerate hook loads, a device
+    asked of a model Accelerate dispatched); the message names how to load or place the model instead."""
+
+
 class InvalidInputError(PlasticityError, ValueError):
     """Data or arguments the model or the estimator cannot take (shape, channels, values)."""
 

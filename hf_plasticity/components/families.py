@@ -238,6 +238,7 @@ def _decoder_map(family: str, gain_offset: float = 0.0, bound: str = "") -> Comp
         inputs="input_ids",
         fixed_image_size=False,
         causal=True,
+        block_arguments="rotary_decoder",
     )
 
 

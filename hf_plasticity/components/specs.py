@@ -145,6 +145,10 @@ class ComponentMap:
     config flag (``use_swiglu_ffn``) that, when true, replaces some component specs. ``head_names``: the task
     heads finetuning trains by default (a head tied to the input embeddings is not a new head and is left out).
     ``attention_projections`` (q, k, v, o inside the ``mha`` module) applies to plain ``ComponentSpec``s.
+    ``block_arguments``: how the estimator gets the auxiliary arguments the model's forward gives each block and
+    attention module (masks, positions, rotary cos/sin): ``"captured"`` from one forward pass, or built as a
+    rotary decoder's forward builds them (``"rotary_decoder"``, see ``hf_plasticity.measure.arguments``), which
+    costs no forward pass beyond the embedding.
     """
 
     family: str
@@ -159,6 +163,7 @@ class ComponentMap:
     tower: str | None = None
     variants: dict[str, dict[str, ComponentSpec]] = field(default_factory=dict)
     causal: bool = False
+    block_arguments: Literal["captured", "rotary_decoder"] = "captured"
 
     def __post_init__(self) -> None:
         missing = set(COMPONENTS) - set(self.components)

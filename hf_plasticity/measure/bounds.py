@@ -34,32 +34,53 @@ _DENSE_MAX = 256  # matrix size above which Lanczos beats a dense eigen-solve
 @torch.no_grad()
 def weight_bounds(resolved: ResolvedComponents, components: tuple[str, ...]) -> WeightBounds:
     """Bounds of every layer's components that need only weights, plus attention's per-head terms."""
-    layers = np.full((resolved.num_layers, len(components)), np.nan)
-    heads: list[np.ndarray] = []
-    grams: list[torch.Tensor] = []
-    cells: list[tuple[int, int]] = []
-    notes: dict[str, str] = {}
-    for ci, comp in enumerate(components):
-        spec = resolved.spec(comp)
-        if isinstance(spec, AttentionSpec) and spec.bound is not None:
-            notes[comp] = spec.bound  # no number the paper does not justify: null, with the reason
-            continue
-        if isinstance(spec, NormSpec) and spec.kind == "rmsnorm":
-            notes[comp] = RMS_NOTE
-        for layer in range(resolved.num_layers):
+    builder = BoundsBuilder(resolved, components)
+    for layer in range(resolved.num_layers):
+        builder.add(layer)
+    return builder.result()
+
+
+class BoundsBuilder:
+    """The bounds of one layer at a time (:meth:`add`), so a streamed measurement computes them from each
+    layer's weights while it holds them; :meth:`result` assembles the report's bounds."""
+
+    def __init__(self, resolved: ResolvedComponents, components: tuple[str, ...]) -> None:
+        self.resolved, self.components = resolved, components
+        self.layers = np.full((resolved.num_layers, len(components)), np.nan)
+        self.heads: dict[int, np.ndarray] = {}
+        self.notes: dict[str, str] = {}
+        for comp in components:
+            spec = resolved.spec(comp)
+            if isinstance(spec, AttentionSpec) and spec.bound is not None:
+                self.notes[comp] = spec.bound  # no number the paper does not justify: null, with the reason
+            elif isinstance(spec, NormSpec) and spec.kind == "rmsnorm":
+                self.notes[comp] = RMS_NOTE
+
+    @torch.no_grad()
+    def add(self, layer: int) -> None:
+        resolved = self.resolved
+        grams: list[torch.Tensor] = []
+        cells: list[int] = []
+        for ci, comp in enumerate(self.components):
+            spec = resolved.spec(comp)
+            if isinstance(spec, AttentionSpec) and spec.bound is not None:
+                continue
             if isinstance(spec, NormSpec):
-                layers[layer, ci] = _norm_gain(live_module(resolved.component(layer, comp)), spec)
+                self.layers[layer, ci] = _norm_gain(live_module(resolved.component(layer, comp)), spec)
             elif isinstance(spec, LinearSpec):
                 grams.append(_small_gram(linear_matrix(resolved, layer, comp)))
-                cells.append((layer, ci))
+                cells.append(ci)
             elif isinstance(spec, AttentionSpec):
-                heads.append(_head_terms(resolved, layer, spec))
-    for shape in {g.shape for g in grams}:  # one batched eigen-solve per Gram size
-        same = [i for i, g in enumerate(grams) if g.shape == shape]
-        norms = top_eigenvalues(torch.stack([grams[i] for i in same])).sqrt()
-        for i, value in zip(same, norms.tolist(), strict=True):
-            layers[cells[i]] = value
-    return WeightBounds(tuple(components), layers, np.stack(heads) if heads else np.zeros((0, 0, 2)), notes)
+                self.heads[layer] = _head_terms(resolved, layer, spec)
+        for shape in {g.shape for g in grams}:  # one batched eigen-solve per Gram size
+            same = [i for i, g in enumerate(grams) if g.shape == shape]
+            norms = top_eigenvalues(torch.stack([grams[i] for i in same])).sqrt()
+            for i, value in zip(same, norms.tolist(), strict=True):
+                self.layers[layer, cells[i]] = value
+
+    def result(self) -> WeightBounds:
+        heads = np.stack([self.heads[k] for k in sorted(self.heads)]) if self.heads else np.zeros((0, 0, 2))
+        return WeightBounds(tuple(self.components), self.layers, heads, self.notes)
 
 
 def linear_matrix(resolved: ResolvedComponents, layer: int, component: str) -> torch.Tensor:

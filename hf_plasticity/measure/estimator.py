@@ -16,7 +16,7 @@ import contextlib
 import inspect
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import torch
@@ -27,10 +27,13 @@ from ..components import AttentionSpec, LinearSpec, ResolvedComponents, resolve_
 from ..data.pairs import is_hf_dataset, make_pair_batches, needs_tokenizer
 from ..data.text import DEFAULT_SEQ_LEN, is_token_tensor
 from ..errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
+from ..report.bounds import WeightBounds
 from ..report.report import PlasticityReport, model_metadata
 from ..stats import RateStats, TokenStats
-from .bounds import gram, linear_matrix, live_weight, weight_bounds
+from .arguments import BUILDERS
+from .bounds import BoundsBuilder, gram, linear_matrix, live_weight, weight_bounds
 from .distributed import resolve_shard, unwrap_model, wrapper_hint
+from .placement import MemorySpec, Placement
 
 Protocol = Literal["shared", "in_situ"]
 PROTOCOLS: tuple[str, ...] = ("shared", "in_situ")
@@ -59,6 +62,7 @@ def measure_plasticity(
     accelerator: Any = None,
     rank: int | None = None,
     world_size: int | None = None,
+    max_memory: MemorySpec | None = None,
 ) -> PlasticityReport:
     """Measure the plasticity of every component of every layer of ``model``.
 
@@ -92,9 +96,15 @@ def measure_plasticity(
             disjoint shard of the same seeded pairs and every process returns the whole report. An
             ``Accelerator`` (or ``PartialState``), or ``rank``/``world_size``, set the shard explicitly; without
             a process group of that size the call returns its shard's report, to combine with ``merge``.
+        max_memory: for a model whose layers Accelerate offloads (``from_pretrained(..., device_map="auto",
+            offload_folder=...)``), the memory a chunk of pairs' activations may take on the compute device:
+            bytes, a size such as ``"4GiB"``, or Accelerate's ``{0: "10GiB", "cpu": "30GiB"}`` map; None takes
+            half of the device's free memory. Such a model is streamed: the block-0 inputs of a chunk are computed,
+            then each layer is loaded once, applied to every batch of the chunk and released.
 
     ``model`` may be a ``PeftModel``, DDP-wrapped or ``accelerator.prepare``d: its live weights are measured
-    (see :func:`hf_plasticity.measure.distributed.unwrap_model`).
+    (see :func:`hf_plasticity.measure.distributed.unwrap_model`). A model Accelerate dispatched (a device map,
+    CPU or disk offload) is measured where its weights are (see ``docs/big-models.md``).
     """
     if protocol not in PROTOCOLS:
         raise InvalidInputError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
@@ -103,7 +113,8 @@ def measure_plasticity(
     model = unwrap_model(model)
     resolved = _resolve(model)
     comps = validate_components(components)
-    dev = _resolve_device(device, model)
+    placement = Placement.of(resolved, device)
+    dev = placement.device if device is None else _resolve_device(device, model)
     config = getattr(resolved.base(), "config", None) or getattr(model, "config", None)
     num_channels = int(getattr(config, "num_channels", 3))
     if image_processor is None and (_needs_processor(data) or _needs_processor(reference)):
@@ -134,7 +145,9 @@ def measure_plasticity(
     )
     if device is not None:
         model.to(dev)
-    _check_weights(resolved, comps)
+    streamed = placement.offloaded
+    if not streamed:  # a streamed model's weights are checked layer by layer, as they are read
+        _check_weights(resolved, comps, placement)
     dtype = _model_dtype(model)
     stats = RateStats.zeros(resolved.num_layers, len(comps), dev, keep_rates)
     tokens = TokenStats.zeros(dev)
@@ -155,15 +168,22 @@ def measure_plasticity(
                     disable=not progress,
                 )
                 seen = 0
-                for x, y in bar:
-                    inputs, b = _pair_inputs(x, y, dev, dtype, resolved)
-                    rates, in_norms, z = run(inputs, b)
+                builder = BoundsBuilder(resolved, comps) if bounds and streamed else None
+                if streamed:
+                    results = _streamed(run, bar, placement, dev, dtype, comps, max_memory, builder, progress)
+                else:
+                    results = ((run(inputs, b), inputs, b) for inputs, b in _batches(bar, dev, dtype, resolved))
+                for (rates, in_norms, z), inputs, b in results:
                     if not bool(torch.isfinite(rates.sum() + in_norms.sum())):
-                        raise _non_finite_error(resolved, comps, inputs, b, rates, in_norms, seen)
+                        raise _non_finite_error(resolved, comps, inputs, b, rates, in_norms, seen, placement)
                     stats.update(rates, in_norms > 0)
                     seen += b
                     tokens.update(z)
-            weight_part = weight_bounds(resolved, comps) if bounds else None
+            weight_part: WeightBounds | None = None
+            if builder is not None:
+                weight_part = builder.result()
+            elif bounds:
+                weight_part = weight_bounds(resolved, comps)
     finally:
         model.train(was_training)
     stats, coverage, token_sums = shard.combine(stats, pairs, tokens.as_dict())
@@ -197,6 +217,68 @@ def measure_plasticity(
     )
 
 
+def _batches(
+    pairs: Iterable[tuple[Any, Any]], dev: torch.device, dtype: torch.dtype, resolved: ResolvedComponents
+) -> Iterator[tuple[dict[str, Any], int]]:
+    for x, y in pairs:
+        yield _pair_inputs(x, y, dev, dtype, resolved)
+
+
+def _streamed(
+    run: _Shared | _InSitu,
+    pairs: Iterable[tuple[Any, Any]],
+    placement: Placement,
+    dev: torch.device,
+    dtype: torch.dtype,
+    comps: tuple[str, ...],
+    max_memory: MemorySpec | None,
+    bounds: BoundsBuilder | None,
+    progress: bool,
+) -> Iterator[tuple[_Measured, dict[str, Any], int]]:
+    """Layer-major measurement of a model whose layers Accelerate offloads.
+
+    The block-0 inputs of a chunk of batches (as many pairs as ``max_memory`` holds) are computed with the
+    embedding held; then each block is held once, applied to every batch of the chunk (the in-situ protocol
+    carries the chunk's hidden states from block to block) and released. On the first chunk each block's
+    weights are also checked and its bounds computed, while held. Batches come out in order, so the statistics
+    are those of the in-memory measurement.
+    """
+    resolved = run.resolved
+    batches = iter(_batches(pairs, dev, dtype, resolved))
+    per_chunk: int | None = None
+    first = True
+    while True:
+        chunk: list[tuple[dict[str, Any], int, torch.Tensor]] = []
+        with placement.held(resolved.embeddings()):
+            if first:
+                _check_weights(resolved, comps, placement, layers=())
+            for inputs, b in batches:
+                z = run.block0(inputs)
+                chunk.append((inputs, b, z))
+                if per_chunk is None:
+                    pair_bytes = run.pair_copies * z[0].numel() * z.element_size()
+                    per_chunk = placement.chunk_pairs(pair_bytes, max_memory)
+                if sum(c[1] for c in chunk) >= per_chunk:
+                    break
+        if not chunk:
+            return
+
+        def layers(check: bool) -> Iterator[tuple[int, torch.device]]:
+            bar = tqdm(range(resolved.num_layers), desc="layers", unit="layer", leave=False, disable=not progress)
+            for layer in bar:
+                with placement.held(resolved.layers()[layer]):
+                    if check:
+                        _check_weights(resolved, comps, placement, layers=(layer,), embedding=False)
+                        if bounds is not None:
+                            bounds.add(layer)
+                    yield layer, placement.layer_device(layer)
+
+        results = run.chunk([(b, z) for _, b, z in chunk], layers(first))
+        first = False
+        for (inputs, b, _), measured in zip(chunk, results, strict=True):
+            yield measured, inputs, b
+
+
 def model_inputs(x: Any, y: Any = None) -> dict[str, Any]:
     """The estimator's input contract: what the model's forward receives for a batch (or a pair batch).
 
@@ -225,6 +307,10 @@ def _primary(inputs: dict[str, Any]) -> torch.Tensor:
     return next(iter(inputs.values()))
 
 
+_Measured = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""A batch's (rates, input norms, block-0 input), each per pair, layer and component."""
+
+
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once it has what it needs."""
 
@@ -233,37 +319,48 @@ _CACHE_ARGS = ("cache", "past_key_values", "past_key_value", "layer_past")
 
 
 class _Block0:
-    """The input of the first block in the model's own forward, and each layer's attention arguments.
+    """The input of the first block in the model's own forward, and the auxiliary arguments of each layer.
 
     The block-0 input is read by a forward pre-hook on the first block, never re-derived from the embedding
-    module (Gemma scales it, CLIP normalises it, GPT-2 adds positions). Attention modules that take auxiliary
-    inputs (masks, position ids, rotary cos/sin) get, in the shared protocol, exactly those their own layer
-    passes them: captured by pre-hooks during one full forward, cache arguments dropped. They depend on the
-    input's shape and on masks, not on token values, so a forward over inputs of the same shape and keys
-    reuses them; any other batch (a new shape, an explicit ``attention_mask``) captures again.
+    module (Gemma scales it, CLIP normalises it, GPT-2 adds positions); the forward then stops. ``target`` says
+    whose arguments are wanted: each layer's attention module (the shared protocol, for attention that takes
+    masks, positions or rotary cos/sin) or each block (a streamed in-situ measurement). A family with a
+    builder (:mod:`.arguments`) gets them built from the block-0 input; any other family's are captured by
+    pre-hooks during one full forward, cache arguments dropped. They depend on the input's shape and masks,
+    not on token values, so inputs of the same shape and keys reuse them; any other batch (a new shape, an
+    explicit ``attention_mask``) gets them again.
     """
 
-    def __init__(self, resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
+    def __init__(
+        self, resolved: ResolvedComponents, comps: tuple[str, ...], target: Literal["attention", "block"]
+    ) -> None:
         self.resolved = resolved
         self.base = resolved.base()
         self.first = resolved.layers()[0]
         spec = resolved.spec("mha")
-        self.needs_aux = "mha" in comps and isinstance(spec, AttentionSpec) and spec.auxiliary_inputs
+        aux = "mha" in comps and isinstance(spec, AttentionSpec) and spec.auxiliary_inputs
+        self.target: str | None = target if target == "block" or aux else None
+        self.builder = BUILDERS.get(resolved.map.block_arguments)
         self.aux: dict[int, tuple[bool, tuple[Any, ...], dict[str, Any]]] = {}
         self.aux_key: Any = None
         self.z: torch.Tensor | None = None
         self.stop = False
         self.extra = _forward_extras(self.base)
 
+    @property
+    def needs_aux(self) -> bool:
+        return self.target is not None
+
     def __call__(self, inputs: dict[str, Any]) -> torch.Tensor:
         key = tuple((k, tuple(v.shape), v.dtype) for k, v in inputs.items() if isinstance(v, torch.Tensor))
-        capture = self.needs_aux and (self.aux_key != key or len(inputs) > 1)
+        fresh = self.target is not None and (self.aux_key != key or len(inputs) > 1)
+        capture = fresh and self.builder is None
         handles = [self.first.register_forward_pre_hook(self._block0, with_kwargs=True)]
         if capture:
             self.aux.clear()
             for layer in range(self.resolved.num_layers):
-                attention = self.resolved.component(layer, "mha")
-                handles.append(attention.register_forward_pre_hook(self._attention(layer), with_kwargs=True))
+                module = self.resolved.component(layer, "mha") if self.target == "attention" else self.layer(layer)
+                handles.append(module.register_forward_pre_hook(self._capture(layer), with_kwargs=True))
         self.stop = not capture
         try:
             self.base(**inputs, **self.extra)
@@ -272,18 +369,24 @@ class _Block0:
         finally:
             for h in handles:
                 h.remove()
-        if capture:
-            self.aux_key = key if len(inputs) == 1 else None
         assert self.z is not None
         z, self.z = self.z, None
+        if fresh and self.builder is not None:
+            built = self.builder(self.base, z, inputs.get("attention_mask"), self.resolved.num_layers)
+            self.aux = {layer: (True, (), kwargs) for layer, kwargs in enumerate(built)}
+        if fresh:
+            self.aux_key = key if len(inputs) == 1 else None
         return z
+
+    def layer(self, layer: int) -> nn.Module:
+        return self.resolved.layers()[layer]
 
     def _block0(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.z = args[0] if args else kwargs["hidden_states"]
         if self.stop:
             raise _Stop
 
-    def _attention(self, layer: int) -> Any:
+    def _capture(self, layer: int) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             kwargs = {k: v for k, v in kwargs.items() if k not in _CACHE_ARGS}
             if "use_cache" in kwargs:
@@ -297,7 +400,7 @@ class _Block0:
         return hook
 
     def attend(self, layer: int, module: nn.Module, z: torch.Tensor) -> Any:
-        """Call layer ``layer``'s attention module on ``z`` with the arguments its layer gives it."""
+        """Call layer ``layer``'s attention module (or block) on ``z`` with the arguments its layer gives it."""
         if not self.needs_aux:
             return module(z)
         positional, args, kwargs = self.aux[layer]
@@ -351,54 +454,81 @@ class _Shared:
     ||W1 dz||^2 = sum(dz * (dz G)) with the d x d Gram matrix G = W1^T W1, computed once (a quarter of the
     d x 4d product; for a gated MLP, W1 is the stacked [W_gate; W_up]), and ``ffn_fc2``'s zero-padded input
     only meets W2's first d columns (one d x d product).
+
+    In memory, a batch runs every layer (``__call__``); streamed, a chunk of batches runs one layer at a time
+    (``chunk``), and a layer's Gram matrices live while its weights are held.
     """
+
+    pair_copies = 3  # a chunk holds z_x, z_y and dz per pair
 
     def __init__(self, resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
         self.resolved, self.comps = resolved, comps
         self.diff = _PairDiff()
-        self.block0 = _Block0(resolved, comps)
+        self.block0 = _Block0(resolved, comps, "attention")
         self.linear: dict[tuple[int, int], tuple[str, torch.Tensor]] = {}
         self.fns: dict[tuple[int, int], Any] = {}
         self.width: int | None = None
 
-    def _prepare(self, width: int) -> None:
+    def _prepare(self, layer: int, width: int) -> None:
         resolved = self.resolved
-        self.width = width
-        for layer in range(resolved.num_layers):
-            for ci, comp in enumerate(self.comps):
-                if not isinstance(resolved.spec(comp), LinearSpec):
-                    self.fns[layer, ci] = component_fn(resolved, layer, comp, self.block0)
-                    continue
-                w = linear_matrix(resolved, layer, comp)
-                if w.shape[1] < width:
-                    raise InvalidInputError(
-                        f"cannot feed width-{width} tokens to {resolved.paths[comp][layer]} (input width {w.shape[1]})"
-                    )
-                if w.shape[1] == width and w.shape[0] > width:
-                    self.linear[layer, ci] = ("gram", gram(w))
-                else:
-                    self.linear[layer, ci] = ("map", w[:, :width].T)
+        for ci, comp in enumerate(self.comps):
+            if not isinstance(resolved.spec(comp), LinearSpec):
+                self.fns[layer, ci] = component_fn(resolved, layer, comp, self.block0)
+                continue
+            w = linear_matrix(resolved, layer, comp)
+            if w.shape[1] < width:
+                raise InvalidInputError(
+                    f"cannot feed width-{width} tokens to {resolved.paths[comp][layer]} (input width {w.shape[1]})"
+                )
+            if w.shape[1] == width and w.shape[0] > width:
+                self.linear[layer, ci] = ("gram", gram(w))
+            else:
+                self.linear[layer, ci] = ("map", w[:, :width].T)
+
+    def _layer(self, layer: int, z: torch.Tensor, dz: torch.Tensor, b: int, out: torch.Tensor) -> None:
+        for ci in range(len(self.comps)):
+            linear = self.linear.get((layer, ci))
+            if linear is None:
+                out[:, layer, ci] = self.diff.norm(self.fns[layer, ci](z), b)
+            elif linear[0] == "gram":
+                d = dz.to(linear[1].dtype)
+                out[:, layer, ci] = (d * (d @ linear[1])).sum((1, 2)).clamp_min(0).sqrt()
+            else:
+                out[:, layer, ci] = _norm(dz @ linear[1].to(dz.dtype))
 
     def __call__(self, inputs: dict[str, Any], b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         resolved = self.resolved
         z = self.block0(inputs)
         if self.width is None:
-            self._prepare(z.shape[-1])
+            self.width = z.shape[-1]
+            for layer in range(resolved.num_layers):
+                self._prepare(layer, self.width)
         dz = z[:b] - z[b:]
         in_norm = _norm(dz)
         out = torch.empty(b, resolved.num_layers, len(self.comps), dtype=_rate_dtype(z.dtype), device=z.device)
         for layer in range(resolved.num_layers):
-            for ci in range(len(self.comps)):
-                linear = self.linear.get((layer, ci))
-                if linear is None:
-                    out[:, layer, ci] = self.diff.norm(self.fns[layer, ci](z), b)
-                elif linear[0] == "gram":
-                    d = dz.to(linear[1].dtype)
-                    out[:, layer, ci] = (d * (d @ linear[1])).sum((1, 2)).clamp_min(0).sqrt()
-                else:
-                    out[:, layer, ci] = _norm(dz @ linear[1].to(dz.dtype))
+            self._layer(layer, z, dz, b, out)
         in_norms = in_norm[:, None, None].expand_as(out)
         return out / in_norms.clamp_min(torch.finfo(torch.float32).tiny), in_norms, z
+
+    def chunk(self, batches: list[tuple[int, torch.Tensor]], layers: Any) -> list[_Measured]:
+        """Rates of a chunk of batches ``(b, z)``; ``layers`` yields each layer index while its weights are held."""
+        diffs = [z[:b] - z[b:] for b, z in batches]
+        outs = [
+            torch.empty(b, self.resolved.num_layers, len(self.comps), dtype=_rate_dtype(z.dtype), device=z.device)
+            for b, z in batches
+        ]
+        for layer, device in layers:
+            self._prepare(layer, batches[0][1].shape[-1])
+            for (b, z), dz, out in zip(batches, diffs, outs, strict=True):
+                self._layer(layer, z.to(device), dz.to(device), b, out)
+            self.fns.clear()
+            self.linear.clear()
+        results = []
+        for (_, z), dz, out in zip(batches, diffs, outs, strict=True):
+            in_norms = _norm(dz)[:, None, None].expand_as(out)
+            results.append((out / in_norms.clamp_min(torch.finfo(torch.float32).tiny), in_norms, z))
+        return results
 
     def close(self) -> None:
         self.linear.clear()
@@ -413,6 +543,8 @@ class _InSitu:
     separate output projection) or, for stacked linears, every module's output (their squared differences add).
     """
 
+    pair_copies = 4  # a chunk holds z_x, z_y (for the token statistics) and both hidden states per pair
+
     def __init__(self, resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
         self.resolved = resolved
         self.num_comps = len(comps)
@@ -424,6 +556,7 @@ class _InSitu:
         self.tokens: torch.Tensor | None = None
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
         self.diff = _PairDiff()
+        self.block0 = _Block0(resolved, comps, "block")  # a streamed measurement calls the blocks itself
         self.handles: list[Any] = [resolved.layers()[0].register_forward_pre_hook(self._block0, with_kwargs=True)]
         for layer in range(resolved.num_layers):
             for ci, comp in enumerate(comps):
@@ -478,6 +611,26 @@ class _InSitu:
         tokens, self.tokens = self.tokens, None
         return self.rates.sqrt() / self.in_norms.clamp_min(torch.finfo(torch.float32).tiny), self.in_norms, tokens
 
+    def chunk(self, batches: list[tuple[int, torch.Tensor]], layers: Any) -> list[_Measured]:
+        """Rates of a chunk of batches ``(b, z)``, z their block-0 inputs, carrying each batch's hidden states
+        from block to block; ``layers`` yields each layer index while its weights are held."""
+        shape = (self.resolved.num_layers, self.num_comps)
+        dtype = _rate_dtype(_model_dtype(self.resolved.model))
+        rates = [torch.empty((b, *shape), dtype=dtype, device=z.device) for b, z in batches]
+        norms = [torch.empty((b, *shape), dtype=dtype, device=z.device) for b, z in batches]
+        states = [z for _, z in batches]
+        blocks = self.resolved.layers()
+        try:
+            for layer, device in layers:
+                for i, (b, _) in enumerate(batches):
+                    self.half, self.rates, self.in_norms, self.last = b, rates[i], norms[i], None
+                    out = self.block0.attend(layer, blocks[layer], states[i].to(device))
+                    states[i] = out[0] if isinstance(out, tuple) else out
+        finally:
+            self.last, self.tokens = None, None
+        tiny = torch.finfo(torch.float32).tiny
+        return [(r.sqrt() / n.clamp_min(tiny), n, z) for r, n, (_, z) in zip(rates, norms, batches, strict=True)]
+
     def close(self) -> None:
         for h in self.handles:
             h.remove()
@@ -485,20 +638,34 @@ class _InSitu:
         self.diff.buffers.clear()
 
 
-def _check_weights(resolved: ResolvedComponents, comps: tuple[str, ...]) -> None:
-    """Refuse NaN or infinite weights in the measured modules before measuring (one cheap pass).
+def _check_weights(
+    resolved: ResolvedComponents,
+    comps: tuple[str, ...],
+    placement: Placement,
+    layers: Iterable[int] | None = None,
+    embedding: bool = True,
+) -> None:
+    """Refuse NaN or infinite weights in the measured modules before measuring (one cheap pass), reading
+    offloaded weights where Accelerate keeps them; ``layers`` and ``embedding`` narrow the pass.
 
     Rates alone cannot be trusted to show them: attention kernels may mask a NaN query into finite outputs.
     """
-    modules = [("the embedding", resolved.embeddings_path)]
-    modules += [(f"layer {layer}, component {c}", path) for layer, c, path in resolved.iter_module_paths(comps)]
+    wanted = None if layers is None else set(layers)
+    modules = [("the embedding", resolved.embeddings_path)] if embedding else []
+    modules += [
+        (f"layer {layer}, component {c}", path)
+        for layer, c, path in resolved.iter_module_paths(comps)
+        if wanted is None or layer in wanted
+    ]
     for where, path in modules:
-        for name, param in resolved.module(path).named_parameters():
-            if not _all_finite(param):
-                raise NonFiniteError(
-                    f"{where}: the weight {path}.{name} holds NaN or infinite values, so its plasticity is "
-                    "undefined; reload or repair the checkpoint"
-                )
+        module = resolved.module(path)
+        with placement.held(module):
+            for name, param in module.named_parameters():
+                if not _all_finite(param):
+                    raise NonFiniteError(
+                        f"{where}: the weight {path}.{name} holds NaN or infinite values, so its plasticity is "
+                        "undefined; reload or repair the checkpoint"
+                    )
 
 
 def _all_finite(t: torch.Tensor) -> bool:
@@ -515,6 +682,7 @@ def _non_finite_error(
     rates: torch.Tensor,
     in_norms: torch.Tensor,
     first_pair: int,
+    placement: Placement,
 ) -> NonFiniteError:
     """Name what made a rate NaN or infinite: the pixels, the embedding, or one (layer, component)."""
     data = _primary(inputs)
@@ -539,12 +707,14 @@ def _non_finite_error(
             *(p for i in range(layer + 1) for c in comps for p in resolved.modules_of(resolved.paths[c][i])),
         ]
     for path in suspects:
-        for name, param in resolved.module(path).named_parameters():
-            if not bool(torch.isfinite(param).all()):
-                return NonFiniteError(
-                    f"layer {layer}, component {comp}: {where} is not finite because the weight "
-                    f"{path}.{name} holds NaN or infinite values; reload or repair the checkpoint"
-                )
+        module = resolved.module(path)
+        with placement.held(module):
+            broken = [name for name, param in module.named_parameters() if not bool(torch.isfinite(param).all())]
+        if broken:
+            return NonFiniteError(
+                f"layer {layer}, component {comp}: {where} is not finite because the weight "
+                f"{path}.{broken[0]} holds NaN or infinite values; reload or repair the checkpoint"
+            )
     return NonFiniteError(
         f"layer {layer}, component {comp}: {where} is NaN or infinite although the pixels and weights are "
         f"finite (an overflow in {_model_dtype(resolved.model)}?); measure in float32: model.float()"
