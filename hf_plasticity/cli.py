@@ -11,10 +11,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .components import COMPONENTS, THEORETICAL_RANKING, registered_model_types, validate_components
-from .errors import PlasticityError
+from .components import (
+    COMPONENTS,
+    THEORETICAL_RANKING,
+    get_component_map,
+    registered_model_types,
+    validate_components,
+)
+from .errors import InvalidInputError, PlasticityError
 from .io import add_output_dir_argument, check_output_paths, figure_format
 
 if TYPE_CHECKING:
@@ -68,6 +74,27 @@ def _parser() -> argparse.ArgumentParser:
         help="text models: tokens per window cut from the text (default: 128, at most what the model takes)",
     )
     m.add_argument("--text-column", help="text models: the data sets' text column, when they have several")
+    big = m.add_argument_group("models larger than memory (Accelerate's big-model loading; see docs/big-models.md)")
+    big.add_argument("--device-map", help="from_pretrained's device_map, e.g. auto (offloads what does not fit)")
+    big.add_argument(
+        "--max-memory",
+        action="append",
+        metavar="DEVICE=SIZE",
+        help="with --device-map: memory per device for the weights, e.g. cpu=8GiB or 0=20GiB (repeatable)",
+    )
+    big.add_argument("--offload-folder", type=Path, help="with --device-map: where weights that do not fit go")
+    big.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="load the weights in this dtype")
+    llm = m.add_argument_group("causal LMs: what to train, written beside the report")
+    llm.add_argument(
+        "--unfrozen-budget",
+        type=float,
+        help="share of parameters in the Axolotl unfrozen_parameters list (<out>.axolotl.yaml; default 0.25)",
+    )
+    llm.add_argument(
+        "--lora-budget",
+        type=float,
+        help="share of parameters of the plasticity LoraConfig (<out>-lora/adapter_config.json; default 0.04)",
+    )
     _measure_options(m)
     m.set_defaults(run=_run_measure)
 
@@ -107,7 +134,13 @@ def _run_measure(args: argparse.Namespace) -> int:
 
     validate_components(args.components)  # fail before anything is loaded
     inputs = [args.model, args.data, args.reference, args.image_processor, args.tokenizer]
-    check_output_paths({"--out": args.out, "--plot": args.plot}, inputs=inputs)
+    axolotl, lora = llm_outputs(args.out)
+    outputs = {"--out": args.out, "--plot": args.plot, "the Axolotl list": axolotl, "the LoRA config": lora}
+    check_output_paths(outputs, inputs=inputs)
+    for flag, value in (("--unfrozen-budget", args.unfrozen_budget), ("--lora-budget", args.lora_budget)):
+        if value is not None and not 0 < value <= 1:
+            raise InvalidInputError(f"{flag}={value} must be a fraction with 0 < {flag} <= 1")
+    args.load_kwargs = _load_kwargs(args)
     if args.plot is not None:
         figure_format(args.plot, "--plot")
     data = load_named_dataset(args.data, split=args.split)
@@ -155,13 +188,15 @@ def _measure_and_print(
     from .measure.estimator import measure_plasticity
     from .models import BUNDLED, BUNDLED_MODEL_ID, load_image_processor, load_model, load_tokenizer
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    load_kwargs = getattr(args, "load_kwargs", {})
+    dispatched = "device_map" in load_kwargs  # Accelerate places the layers: no device to move them to
+    device = None if dispatched else args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     processor_name = getattr(args, "image_processor", None)
     if processor_name is not None:  # named by the user: a bad name fails before the model loads
         processor = load_image_processor(processor_name, required=True)
     tokenizer_name = getattr(args, "tokenizer", None)
     tokenizer = None if tokenizer_name is None else load_tokenizer(tokenizer_name, required=True)
-    model = load_model(model_name)
+    model = load_model(model_name, **load_kwargs)
     if processor_name is None:
         processor = load_image_processor(model_name)
     start = time.perf_counter()
@@ -195,7 +230,59 @@ def _measure_and_print(
     if plot is not None:
         report.plot(plot)
         print(f"figure: {plot}")
+    if hasattr(args, "unfrozen_budget") and get_component_map(model).causal:
+        _write_llm_outputs(args, model, report, out)
     return report
+
+
+def llm_outputs(out: Path) -> tuple[Path, Path]:
+    """Beside a causal LM's report: Axolotl's ``unfrozen_parameters`` list, and the LoRA config's folder."""
+    return out.with_name(out.stem + ".axolotl.yaml"), out.with_name(out.stem + "-lora")
+
+
+def _write_llm_outputs(args: argparse.Namespace, model: Any, report: PlasticityReport, out: Path) -> None:
+    from .tuner import (
+        DEFAULT_LORA_BUDGET,
+        DEFAULT_UNFROZEN_BUDGET,
+        axolotl_unfrozen_parameters,
+        plasticity_lora_config,
+        write_axolotl_unfrozen_parameters,
+    )
+
+    axolotl, lora = llm_outputs(out)
+    unfrozen = DEFAULT_UNFROZEN_BUDGET if args.unfrozen_budget is None else args.unfrozen_budget
+    patterns = axolotl_unfrozen_parameters(report, model, budget=unfrozen)
+    write_axolotl_unfrozen_parameters(axolotl, patterns, report.model.get("model_id") or args.model)
+    print(f"Axolotl unfrozen_parameters ({len(patterns)} modules, {unfrozen:g} of the parameters): {axolotl}")
+    budget = DEFAULT_LORA_BUDGET if args.lora_budget is None else args.lora_budget
+    config = plasticity_lora_config(report, model=model, budget=budget, modules_to_save=[])  # LM head: pretrained
+    config.save_pretrained(str(lora))
+    print(f"LoraConfig ({len(config.target_modules)} modules, {budget:g} of the parameters): {lora}")
+
+
+def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """from_pretrained keywords of the big-model flags; memory without a device map is refused with the fix."""
+    kwargs: dict[str, Any] = {}
+    if args.dtype is not None:
+        kwargs["dtype"] = args.dtype
+    if args.device_map is None:
+        if args.max_memory or args.offload_folder:
+            raise InvalidInputError("--max-memory and --offload-folder place a model's layers: add --device-map auto")
+        return kwargs
+    if args.device is not None:
+        raise InvalidInputError("--device with --device-map: the device map places every layer; pass one of them")
+    kwargs["device_map"] = args.device_map
+    if args.offload_folder is not None:
+        kwargs["offload_folder"] = str(args.offload_folder)
+    if args.max_memory:
+        memory: dict[Any, int | str] = {}
+        for item in args.max_memory:
+            key, sep, size = item.partition("=")
+            if not sep or not key or not size:
+                raise InvalidInputError(f"--max-memory {item!r}: write DEVICE=SIZE, e.g. cpu=8GiB or 0=20GiB")
+            memory[int(key) if key.isdigit() else key] = int(size) if size.isdigit() else size  # bytes, or "8GiB"
+        kwargs["max_memory"] = memory
+    return kwargs
 
 
 def _run_show(args: argparse.Namespace) -> int:

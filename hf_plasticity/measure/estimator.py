@@ -490,11 +490,11 @@ class _Shared:
             linear = self.linear.get((layer, ci))
             if linear is None:
                 out[:, layer, ci] = self.diff.norm(self.fns[layer, ci](z), b)
-            elif linear[0] == "gram":
-                d = dz.to(linear[1].dtype)
+            elif linear[0] == "gram":  # on the layer's device: a device map may place layers apart
+                d = dz.to(linear[1].device, linear[1].dtype)
                 out[:, layer, ci] = (d * (d @ linear[1])).sum((1, 2)).clamp_min(0).sqrt()
             else:
-                out[:, layer, ci] = _norm(dz @ linear[1].to(dz.dtype))
+                out[:, layer, ci] = _norm(dz.to(linear[1].device) @ linear[1].to(dz.dtype))
 
     def __call__(self, inputs: dict[str, Any], b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         resolved = self.resolved

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterLoadError
+from .axolotl import DEFAULT_UNFROZEN_BUDGET, axolotl_unfrozen_parameters, write_axolotl_unfrozen_parameters
 from .config import PlasticityConfig
 from .layer import PlasticityLayer
 from .lora_config import DEFAULT_LORA_BUDGET, allocate_ranks, plasticity_lora_config
@@ -96,13 +97,16 @@ def check_adapter_folder(path: str | os.PathLike[str], subfolder: str | None = N
 
 __all__ = [
     "DEFAULT_LORA_BUDGET",
+    "DEFAULT_UNFROZEN_BUDGET",
     "PlasticityConfig",
     "PlasticityLayer",
     "PlasticityModel",
     "Selection",
     "allocate_ranks",
+    "axolotl_unfrozen_parameters",
     "check_adapter_folder",
     "load_adapter",
     "plasticity_lora_config",
     "select_modules",
+    "write_axolotl_unfrozen_parameters",
 ]

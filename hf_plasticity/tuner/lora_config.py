@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from ..components import rank_components, resolve_components
+from ..components import ResolvedComponents, rank_components, resolve_components
 from ..errors import InvalidInputError
 from ..report.report import PlasticityReport
 from .config import SIGNALS
@@ -153,28 +153,31 @@ def _units(model: nn.Module, scores: dict[str, float]) -> list[RankUnit]:
     Ordered by score through the one ranking rule, so equal allocations keep the model's order.
     """
     units = []
-    for path in rank_components(scores):
-        module = model.get_submodule(path)
-        linears = [
-            (name, sub)
-            for name, sub in module.named_modules()
-            if isinstance(sub, nn.Linear) and any(sub is m for m in base_modules(module))
-        ]
-        if not linears:
-            units.append(RankUnit(path, scores[path], base_parameter_count(module), 1, linear=False))
-            continue
-        for name, lin in linears:
-            full = f"{path}.{name}" if name else path
-            units.append(
-                RankUnit(
-                    full,
-                    scores[path],
-                    lin.in_features + lin.out_features,
-                    min(lin.in_features, lin.out_features),
-                    True,
-                )
-            )
+    for name_of_component in rank_components(scores):  # "a+b": the modules of one component share its score
+        for path in ResolvedComponents.modules_of(name_of_component):
+            units += _module_units(model, path, scores[name_of_component])
     return units
+
+
+def _module_units(model: nn.Module, path: str, score: float) -> list[RankUnit]:
+    module = model.get_submodule(path)
+    linears = [
+        (name, sub)
+        for name, sub in module.named_modules()
+        if isinstance(sub, nn.Linear) and any(sub is m for m in base_modules(module))
+    ]
+    if not linears:
+        return [RankUnit(path, score, base_parameter_count(module), 1, linear=False)]
+    return [
+        RankUnit(
+            f"{path}.{name}" if name else path,
+            score,
+            lin.in_features + lin.out_features,
+            min(lin.in_features, lin.out_features),
+            True,
+        )
+        for name, lin in linears
+    ]
 
 
 def _largest_scale(units: list[RankUnit], allowance: float) -> float:
