@@ -3,8 +3,9 @@
 A Llama-like model of hidden 1024, 8 layers, sequences of 256 tokens by default (random weights; grouped
 key/value heads, rotary embeddings, SwiGLU MLP, RMSNorm). For each protocol it prints (estimator time) / (time
 of the base model's forward over the same x and y token batches, no cache). The shared protocol reads the
-block-0 input and each layer's attention arguments (causal mask, rotary cos/sin) with one forward, then applies
-every component of every layer to that pair; in situ is one forward with hooks. Also timed: the weight bounds.
+block-0 input (the forward stops at the first block), builds each layer's attention arguments (causal mask,
+rotary cos/sin) as the model's forward builds them, then applies every component of every layer to that pair;
+in situ is one forward with hooks. Also timed: the weight bounds.
 
     python benchmarks/bench_measure_lm.py                        # the default shape, 2 threads
     python benchmarks/bench_measure_lm.py --layers 2 --batches 1 # a quick look
