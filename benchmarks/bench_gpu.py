@@ -102,8 +102,8 @@ def llama(shape: dict, device: torch.device, batch: int, folder: Path) -> None:
         seconds = time.perf_counter() - t0
         print(
             f"7B-shape Llama streamed, {n} pairs x {shape['seq']} tokens, {protocol:<8}: {seconds:7.1f} s, "
-            f"{peak(device)}, weights read {size / 2**30:.2f} GiB (float32 on disk) at "
-            f"{size / 2**30 / seconds:.2f} GiB/s"
+            f"{peak(device)}, weights read {size / 2**20:.1f} MiB (float32 on disk) at "
+            f"{size / 2**20 / seconds:.1f} MiB/s"
         )
 
 
