@@ -214,15 +214,15 @@ def _run_show(args: argparse.Namespace) -> int:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from .components import COMPONENT_DESCRIPTIONS, registered_maps
+    from .components import COMPONENT_DESCRIPTIONS
+    from .components.listing import family_rows
     from .data.loaders import available_datasets
 
     print("model types: " + ", ".join(registered_model_types()))
     print("families (module paths relative to a block):")
-    for cmap in registered_maps():
-        blocks = ".".join(p for p in (cmap.tower, cmap.layers) if p)
-        print(f"  {cmap.family} [{', '.join(cmap.model_types)}]: blocks {blocks}.{{i}}, input {cmap.inputs}")
-        for comp, text in cmap.module_table():
+    for row in family_rows():
+        print(f"  {row.family} [{', '.join(row.model_types)}]: blocks {row.blocks}.{{i}}, input {row.inputs}")
+        for comp, text in row.components:
             print(f"    {comp:<10} {text}")
     print("components:")
     for name in COMPONENTS:

@@ -129,6 +129,11 @@ def registered_model_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def refused_model_types() -> dict[str, str]:
+    """Model types known not to fit, each with the reason its ``UnsupportedModelError`` gives."""
+    return dict(sorted(_REFUSED.items()))
+
+
 def registered_maps() -> list[ComponentMap]:
     """Every registered family, once each, in registration order."""
     seen: dict[str, ComponentMap] = {}

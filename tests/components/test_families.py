@@ -1,4 +1,4 @@
-"""Every registered family against the definition (``../shared/architectures.md``), pair by pair.
+"""Every registered family against the definition of its components (``docs/architectures.md``), pair by pair.
 
 Each row builds a tiny random model of one family and says, in its own words (not the registry's), which
 modules make up each component and how its attention works. The reference computes every component's rate
