@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .components import COMPONENTS, THEORETICAL_RANKING, registered_model_types, validate_components
 from .errors import PlasticityError
-from .io import add_output_dir_argument, check_output_paths, figure_format
+from .io import BothSpellings, FlagParser, add_output_dir_argument, check_output_paths, figure_format
 
 if TYPE_CHECKING:
     from transformers import HfArgumentParser
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="hf-plasticity",
         description="Measure the plasticity of transformer components: which parts are worth finetuning?",
     )
@@ -332,12 +332,18 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
 
 def finetune_parser() -> HfArgumentParser:
-    """``HfArgumentParser`` of ``FinetuneArguments`` and ``TrainingArguments``, with this command's defaults."""
+    """``HfArgumentParser`` of ``FinetuneArguments`` and ``TrainingArguments``, with this command's defaults.
+
+    Like every command, it takes ``--num-pairs`` and ``--num_pairs`` alike and shows the hyphenated spelling.
+    """
     from transformers import HfArgumentParser, TrainingArguments
 
     from .integrations.training import FinetuneArguments
 
-    parser = HfArgumentParser(
+    class FinetuneParser(BothSpellings, HfArgumentParser):
+        pass
+
+    parser = FinetuneParser(
         (FinetuneArguments, TrainingArguments),  # type: ignore[arg-type]
         prog="hf-plasticity finetune",
         description="Measure plasticity, select the most plastic components, train them with transformers.Trainer, "
@@ -349,8 +355,8 @@ def finetune_parser() -> HfArgumentParser:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    # the old spelling --out-dir is an alias of --output-dir, as on every command that writes a folder
-    options = [re.sub(r"^--out-dir(?==|$)", "--output-dir", o) for o in args.options]
+    # the old spelling --out-dir (--out_dir) is an alias of --output-dir, as on every command that writes a folder
+    options = [re.sub(r"^--out[-_]dir(?==|$)", "--output-dir", o) for o in args.options]
     if not any(o.split("=")[0] in ("--output_dir", "--output-dir") for o in options) and not {"-h", "--help"} & set(
         options
     ):  # answered before transformers is imported

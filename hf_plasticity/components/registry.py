@@ -74,6 +74,15 @@ class ResolvedComponents:
         """The model whose forward the estimator runs: the base model, or a multi-modal model's tower."""
         return self.module(self.base_prefix) if self.base_prefix else self.model
 
+    @property
+    def main_input(self) -> str:
+        """What the measured forward takes, ``"pixel_values"`` or ``"input_ids"``: transformers' own
+        ``main_input_name`` of :meth:`base` (a dual encoder's vision tower says pixels, the whole model says
+        tokens), else the family's declared ``inputs``. Never guessed from the config: BEiT's ``vocab_size``
+        is its masked-image-modelling codebook, not a sign that it reads tokens."""
+        name = getattr(self.base(), "main_input_name", None)
+        return name if name in ("pixel_values", "input_ids") else self.map.inputs
+
     def iter_modules(self, components: tuple[str, ...] = COMPONENTS) -> Iterator[tuple[int, str, str]]:
         """Yield ``(layer, component, name)`` for every layer and the given component types."""
         for layer in range(self.num_layers):

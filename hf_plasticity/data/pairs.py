@@ -479,6 +479,13 @@ def needs_tokenizer(obj: Any, text_column: str | None = None) -> bool:
         return True  # several text columns: text all the same (which one is asked when the windows are cut)
 
 
+def holds_images(obj: Any) -> bool:
+    """Whether ``obj`` is image data: a pixel tensor (N, C, H, W) or a data set with an image column."""
+    if isinstance(obj, torch.Tensor | np.ndarray):
+        return obj.ndim == 4
+    return is_hf_dataset(obj) and _has_image_column(obj)
+
+
 def _has_image_column(ds: Any) -> bool:
     import datasets
 

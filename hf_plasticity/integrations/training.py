@@ -65,7 +65,7 @@ class FinetuneArguments:
     watch_every: int = field(
         default=0, metadata={"help": "Re-measure plasticity on held-out pairs every N steps (0: never)."}
     )
-    watch_pairs: int = field(default=64, metadata={"help": "Held-out pairs re-measured by --watch_every."})
+    watch_pairs: int = field(default=64, metadata={"help": "Held-out pairs re-measured by --watch-every."})
     task: Literal["IMAGE_CLS", "SEQ_CLS", "CAUSAL_LM"] | None = field(
         default=None,
         metadata={
