@@ -327,7 +327,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         prefix_chars="+",
         add_help=False,
     )
-    f.add_argument("options", nargs="*", help="--model, --data, --rule, --mode, --output-dir and TrainingArguments")
+    f.add_argument("options", nargs="*", help="--model, --data, --rule, --output-dir and TrainingArguments")
     f.set_defaults(run=_run_finetune)
 
 

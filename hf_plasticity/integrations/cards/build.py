@@ -132,8 +132,6 @@ def build_model_card(
     tags = ["plasticity", "hf-plasticity", "vision"]
     if lora is not None:
         tags += ["plasticity-lora", "lora"]
-    elif block.get("selection"):
-        tags.append(f"plasticity-{block['selection']['mode']}")
     data = ModelCardData(
         library_name="peft" if is_adapter else "transformers",
         base_model=base_model,

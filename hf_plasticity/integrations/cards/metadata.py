@@ -219,7 +219,7 @@ def _top(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _selection(config: PlasticityConfig) -> dict[str, Any]:
     rule = config.rule
-    out: dict[str, Any] = {"rule": rule, "value": jsonable(getattr(config, rule), digits=6), "mode": config.mode}
+    out: dict[str, Any] = {"rule": rule, "value": jsonable(getattr(config, rule), digits=6)}
     out["layers"] = list(config.layers) if config.layers is not None else "all"
     out["keep_original"] = bool(config.keep_original)
     return out
