@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..compat import dataset_fingerprint
 from ..errors import EmptyDataError, InvalidInputError, NotEnoughPairsError
 from .text import (
     check_max_length,
@@ -290,7 +291,7 @@ def data_identity(obj: Any) -> str | None:
     if obj is None:
         return None
     if is_hf_dataset(obj):
-        return f"datasets:{obj._fingerprint}:{len(obj)}"
+        return f"datasets:{dataset_fingerprint(obj)}:{len(obj)}"
     if isinstance(obj, np.ndarray):
         obj = torch.from_numpy(obj)
     if isinstance(obj, torch.Tensor):

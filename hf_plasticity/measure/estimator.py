@@ -683,7 +683,7 @@ def _load_tokenizer(model: nn.Module) -> Any:
     """The tokenizer saved beside the model, or None (the data layer then names the fix)."""
     from transformers import AutoTokenizer
 
-    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    name = getattr(getattr(model, "config", None), "name_or_path", "")
     if not name:
         return None
     try:
@@ -727,7 +727,7 @@ def _text_limits(config: Any) -> tuple[int | None, int | None]:
 def _load_processor(model: nn.Module) -> Any:
     from transformers import AutoImageProcessor
 
-    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    name = getattr(getattr(model, "config", None), "name_or_path", "")
     if not name:
         return None
     try:

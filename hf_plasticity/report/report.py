@@ -519,7 +519,7 @@ def model_metadata(model: nn.Module) -> dict[str, Any]:
     """Identify the measured model: its id, type, class, a hash of its configuration and its size."""
     config = getattr(model, "config", None)
     info: dict[str, Any] = {
-        "model_id": getattr(config, "_name_or_path", "") or "",
+        "model_id": getattr(config, "name_or_path", "") or "",
         "model_type": getattr(config, "model_type", None),
         "architecture": type(model).__name__,
         "num_parameters": int(sum(p.numel() for p in model.parameters())),
