@@ -223,9 +223,18 @@ class PlasticityConfig(PeftConfig):
         """One score per component type (from the report, the mapping, or the theoretical ranking)."""
         return dict(self.resolved_scores()["components"])
 
-    def module_scores(self) -> dict[str, float]:
-        """Scores given per module path in a mapping (else empty: component scores apply to every layer)."""
+    def given_module_scores(self) -> dict[str, float]:
+        """Scores the user gave per module path in a mapping (else empty: component scores apply to every layer)."""
         return dict(self.resolved_scores().get("modules", {}))
+
+    def module_scores(self) -> dict[str, float]:
+        """Deprecated name of :meth:`given_module_scores`."""
+        warnings.warn(
+            "PlasticityConfig.module_scores() is now given_module_scores() (the scores given per module path)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.given_module_scores()
 
 
 def _refuse_removed_arguments(init: Any) -> Any:
