@@ -5,9 +5,9 @@ only means, so reports of shards measured by several processes merge exactly; be
 theoretical upper bounds and the embedding statistics they need (radius, token spread). It knows nothing
 of PEFT or model cards; they read it. Figures live in :mod:`.plots`, tables in :mod:`.tables`.
 
-Why one module of ~650 lines: the statistics, merging and the JSON format share one set of arrays and
-invariants (shapes per layer and component, schema versions, pair coverage), and reading a file checks
-them all against the same class; what only reads a report (tables, figures, cards) is already apart.
+The statistics, merging and the JSON format are one class because they share one set of arrays and
+invariants (shapes per layer and component, schema versions, pair coverage): reading a file checks them all
+against the class that uses them. What only reads a report (tables, figures, cards) is kept apart.
 """
 
 from __future__ import annotations
