@@ -211,7 +211,7 @@ class PlasticityConfig(PeftConfig):
         """The JSON-ready scores this config selects by (what ``adapter_config.json`` stores), without changing it."""
         from .scores import scores_of
 
-        return scores_of(self)
+        return dict(scores_of(self))
 
     def resolved_score_source(self) -> str:
         """``score_source`` as the adapter will record it (already filled in by ``from_report`` and at creation)."""
@@ -278,7 +278,7 @@ def _refuse_removed_arguments(init: Any) -> Any:
     return __init__
 
 
-PlasticityConfig.__init__ = _refuse_removed_arguments(PlasticityConfig.__init__)
+PlasticityConfig.__init__ = _refuse_removed_arguments(PlasticityConfig.__init__)  # type: ignore[method-assign]
 
 
 _LORA_WAY = (
