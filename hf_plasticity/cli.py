@@ -1,7 +1,7 @@
 """``hf-plasticity``: measure, show and demo from the shell. Thin: parse, call the library, print.
 
-About 400 lines because each command's options are declared here without importing the library (the
-``--help`` of every command must stay fast); each handler imports what it needs when it runs."""
+Each command's options are declared here without importing the library, so that the ``--help`` of every
+command stays fast; each handler imports what it needs only when it runs."""
 
 from __future__ import annotations
 
@@ -327,7 +327,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         prefix_chars="+",
         add_help=False,
     )
-    f.add_argument("options", nargs="*", help="--model, --data, --rule, --mode, --output-dir and TrainingArguments")
+    f.add_argument("options", nargs="*", help="--model, --data, --rule, --output-dir and TrainingArguments")
     f.set_defaults(run=_run_finetune)
 
 

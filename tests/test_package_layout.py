@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_plasticity"
 
 # Lowest first; a module may import from its own layer and the layers below it (see README, "Layout").
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "components", "stats", "io", "lookup", "version"),
+    ("errors", "compat", "components", "stats", "io", "lookup", "version"),
     ("data", "models"),
     ("report",),
     ("measure",),

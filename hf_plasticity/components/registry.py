@@ -30,7 +30,7 @@ class ResolvedComponents:
     embeddings_path: str
     paths: dict[str, list[str]] = field(default_factory=dict)
     specs: dict[str, ComponentSpec] = field(default_factory=dict)
-    _modules: dict[tuple[int, str], nn.Module] = field(default_factory=dict, repr=False, compare=False)
+    _looked_up: dict[tuple[int, str], nn.Module] = field(default_factory=dict, repr=False, compare=False)
 
     def module(self, path: str) -> nn.Module:
         return self.model.get_submodule(path)
@@ -41,9 +41,9 @@ class ResolvedComponents:
         Looked up once per (layer, component): the estimator asks for every component on every batch.
         """
         key = (layer, component)
-        if key not in self._modules:
-            self._modules[key] = self.module(self.modules_of(self.paths[component][layer])[0])
-        return self._modules[key]
+        if key not in self._looked_up:
+            self._looked_up[key] = self.module(self.modules_of(self.paths[component][layer])[0])
+        return self._looked_up[key]
 
     def component_modules(self, layer: int, component: str) -> list[nn.Module]:
         """Every module of ``component`` in block ``layer``, in the order of :attr:`ComponentSpec.paths`."""

@@ -9,8 +9,8 @@ Three tasks: image classification (images or ``pixel_values`` with labels), ``SE
 labels, each row truncated to ``seq_len`` tokens and padded per batch) and ``CAUSAL_LM`` (text cut into
 windows of ``seq_len`` tokens, each its own target).
 
-Why one module of ~570 lines: the three tasks share the measure-select-train-save pipeline and its
-``FinetuneArguments``; only the data preparation differs, and it is small per task.
+The three tasks go through one measure-select-train-save pipeline and one ``FinetuneArguments``, so that a
+flag means the same for every task; only the data preparation differs per task.
 """
 
 from __future__ import annotations

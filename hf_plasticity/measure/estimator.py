@@ -4,10 +4,10 @@ Two protocols. ``"shared"`` is the paper's: every component of every layer is ap
 embedding outputs (z_x, z_y), so what is compared is each component's *function*. ``"in_situ"`` feeds each
 component the input it really receives at its depth, read by hooks during one forward pass over x and y.
 
-Why one module of ~750 lines: both protocols share the batch loop, the capture of the block-0 input and
-of each layer's attention arguments (masks, rotary cos/sin) that every family's shared protocol replays, the
-pixel and non-finite checks, the per-batch statistics the collectives re-add, and the wrapper unwrapping; the
-bounds and the collectives, which stand alone, are in :mod:`.bounds` and :mod:`.distributed`.
+Both protocols run through one batch loop, so they capture the block-0 input and each layer's attention
+arguments (masks, rotary cos/sin, which every family's shared protocol replays) the same way, check pixels and
+non-finite values the same way, and produce the per-batch statistics the collectives re-add. The bounds and
+the collectives do not depend on the loop and are in :mod:`.bounds` and :mod:`.distributed`.
 """
 
 from __future__ import annotations
@@ -708,7 +708,7 @@ def _load_tokenizer(model: nn.Module) -> Any:
     """The tokenizer saved beside the model, or None (the data layer then names the fix)."""
     from transformers import AutoTokenizer
 
-    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    name = getattr(getattr(model, "config", None), "name_or_path", "")
     if not name:
         return None
     try:
@@ -755,7 +755,7 @@ def _text_limits(config: Any) -> tuple[int | None, int | None]:
 def _load_processor(model: nn.Module) -> Any:
     from transformers import AutoImageProcessor
 
-    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    name = getattr(getattr(model, "config", None), "name_or_path", "")
     if not name:
         return None
     try:
