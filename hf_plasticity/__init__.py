@@ -62,34 +62,6 @@ _LAZY = {
         ],
         "components",
     ),
-    **dict.fromkeys(
-        [
-            "AdapterCombinationError",
-            "AdapterLoadError",
-            "ComponentMapError",
-            "EmptyDataError",
-            "ExportError",
-            "HubAuthError",
-            "HubPushError",
-            "HubUnreachableError",
-            "IncompatibleReportsError",
-            "InPlaceAdapterError",
-            "InvalidInputError",
-            "LegacyReportWarning",
-            "MissingDataError",
-            "MissingExtraError",
-            "ModelCardError",
-            "NonFiniteError",
-            "NotEnoughPairsError",
-            "OutputPathError",
-            "OverlappingPairsError",
-            "ReportFormatError",
-            "SmallSampleWarning",
-            "UnknownComponentError",
-            "UnsupportedModelError",
-        ],
-        "errors",
-    ),
     "PlasticityCallback": "integrations.callbacks",
     **dict.fromkeys(
         ["attach_report", "build_model_card", "save_card_files", "write_model_card"], "integrations.cards"
@@ -141,6 +113,9 @@ def __getattr__(name: str) -> Any:
         return value
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    errors = importlib.import_module(".errors", __name__)
+    if name.endswith(("Error", "Warning")) and isinstance(getattr(errors, name, None), type):
+        return getattr(errors, name)  # every error and warning, as before they moved out of __all__
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
