@@ -17,37 +17,10 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    AdapterCombinationError,
-    AdapterLoadError,
-    ComponentMapError,
-    EmptyDataError,
-    ExportError,
-    HubAuthError,
-    HubPushError,
-    HubUnreachableError,
-    IncompatibleReportsError,
-    InPlaceAdapterError,
-    InvalidInputError,
-    LegacyReportWarning,
-    MissingDataError,
-    MissingExtraError,
-    ModelCardError,
-    NonFiniteError,
-    NotEnoughPairsError,
-    OutputPathError,
-    OverlappingPairsError,
-    PlasticityError,
-    PlasticityWarning,
-    ReportFormatError,
-    SmallSampleWarning,
-    UnknownComponentError,
-    UnsupportedModelError,
-    UnsupportedPlacementError,
-)
+from .errors import PlasticityError, PlasticityWarning
 from .version import __version__
 
-if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ below loads these on first use
+if TYPE_CHECKING:  # what type checkers and IDEs see (the advertised names); __getattr__ loads them on first use
     from .components import (
         COMPONENTS,
         THEORETICAL_RANKING,
@@ -56,21 +29,21 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
         ComponentSpec,
         LinearSpec,
         NormSpec,
-        get_component_map,
-        rank_components,
         register_component_map,
-        registered_model_types,
-        resolve_components,
     )
+    from .integrations.callbacks import PlasticityCallback
     from .integrations.cards import attach_report, build_model_card, save_card_files, write_model_card
     from .integrations.export import export_merged
     from .integrations.hub import push_to_hub
-    from .integrations.peft_hooks import install_peft_hooks as install_peft_hooks
+    from .integrations.training import finetune
     from .measure import measure_plasticity
-    from .report import ComponentStat, PlasticityReport
-    from .tuner import PlasticityConfig, PlasticityModel, load_adapter, plasticity_lora_config, select_modules
+    from .report import PlasticityReport
+    from .tuner import PlasticityConfig, allocate_ranks, load_adapter, plasticity_lora_config
 
-# public name -> the module (relative to this package) that defines it
+# name -> the module (relative to this package) that defines it. Beyond ``__all__``, the names code written
+# against earlier versions imports from here still resolve at run time: every error and warning (whose home, and
+# the documented import, is ``hf_plasticity.errors``) and a few internals (``PlasticityModel``, ``select_modules``,
+# ``rank_components``, ...).
 _LAZY = {
     **dict.fromkeys(
         [
@@ -89,16 +62,26 @@ _LAZY = {
         ],
         "components",
     ),
+    "PlasticityCallback": "integrations.callbacks",
     **dict.fromkeys(
         ["attach_report", "build_model_card", "save_card_files", "write_model_card"], "integrations.cards"
     ),
     "export_merged": "integrations.export",
     "push_to_hub": "integrations.hub",
     "install_peft_hooks": "integrations.peft_hooks",
+    "finetune": "integrations.training",
     "measure_plasticity": "measure",
     **dict.fromkeys(["ComponentStat", "PlasticityReport"], "report"),
     **dict.fromkeys(
-        ["PlasticityConfig", "PlasticityModel", "load_adapter", "plasticity_lora_config", "select_modules"], "tuner"
+        [
+            "PlasticityConfig",
+            "PlasticityModel",
+            "allocate_ranks",
+            "load_adapter",
+            "plasticity_lora_config",
+            "select_modules",
+        ],
+        "tuner",
     ),
 }
 _SUBMODULES = (
@@ -130,6 +113,9 @@ def __getattr__(name: str) -> Any:
         return value
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    errors = importlib.import_module(".errors", __name__)
+    if name.endswith(("Error", "Warning")) and isinstance(getattr(errors, name, None), type):
+        return getattr(errors, name)  # every error and warning, as before they moved out of __all__
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -195,58 +181,32 @@ else:
     _remove_peft_hook()  # one hook, however often this module is imported or reloaded
     sys.meta_path.insert(0, _PeftImportHook())
 
+# What users import (the names README.md and docs/ use); the rest above resolves too, for code written against
+# earlier versions, but is not advertised.
 __all__ = [
     "COMPONENTS",
     "THEORETICAL_RANKING",
-    "AdapterCombinationError",
-    "AdapterLoadError",
     "AttentionSpec",
     "ComponentMap",
-    "ComponentMapError",
     "ComponentSpec",
-    "ComponentStat",
-    "EmptyDataError",
-    "ExportError",
-    "HubAuthError",
-    "HubPushError",
-    "HubUnreachableError",
-    "InPlaceAdapterError",
-    "IncompatibleReportsError",
-    "InvalidInputError",
-    "LegacyReportWarning",
     "LinearSpec",
-    "MissingDataError",
-    "MissingExtraError",
-    "ModelCardError",
-    "NonFiniteError",
     "NormSpec",
-    "NotEnoughPairsError",
-    "OutputPathError",
-    "OverlappingPairsError",
+    "PlasticityCallback",
     "PlasticityConfig",
     "PlasticityError",
-    "PlasticityModel",
     "PlasticityReport",
     "PlasticityWarning",
-    "ReportFormatError",
-    "SmallSampleWarning",
-    "UnknownComponentError",
-    "UnsupportedModelError",
-    "UnsupportedPlacementError",
     "__version__",
+    "allocate_ranks",
     "attach_report",
     "build_model_card",
     "export_merged",
-    "get_component_map",
+    "finetune",
     "load_adapter",
     "measure_plasticity",
     "plasticity_lora_config",
     "push_to_hub",
-    "rank_components",
     "register_component_map",
-    "registered_model_types",
-    "resolve_components",
     "save_card_files",
-    "select_modules",
     "write_model_card",
 ]

@@ -1,7 +1,7 @@
 """``hf-plasticity``: measure, show and demo from the shell. Thin: parse, call the library, print.
 
-About 400 lines because each command's options are declared here without importing the library (the
-``--help`` of every command must stay fast); each handler imports what it needs when it runs."""
+Each command's options are declared here without importing the library, so that the ``--help`` of every
+command stays fast; each handler imports what it needs only when it runs."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .components import (
     validate_components,
 )
 from .errors import InvalidInputError, PlasticityError
-from .io import add_output_dir_argument, check_output_paths, figure_format
+from .io import BothSpellings, FlagParser, add_output_dir_argument, check_output_paths, figure_format
 
 if TYPE_CHECKING:
     from transformers import HfArgumentParser
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="hf-plasticity",
         description="Measure the plasticity of transformer components: which parts are worth finetuning?",
     )
@@ -301,15 +301,15 @@ def _run_show(args: argparse.Namespace) -> int:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from .components import COMPONENT_DESCRIPTIONS, registered_maps
+    from .components import COMPONENT_DESCRIPTIONS
+    from .components.listing import family_rows
     from .data.loaders import available_datasets
 
     print("model types: " + ", ".join(registered_model_types()))
     print("families (module paths relative to a block):")
-    for cmap in registered_maps():
-        blocks = ".".join(p for p in (cmap.tower, cmap.layers) if p)
-        print(f"  {cmap.family} [{', '.join(cmap.model_types)}]: blocks {blocks}.{{i}}, input {cmap.inputs}")
-        for comp, text in cmap.module_table():
+    for row in family_rows():
+        print(f"  {row.family} [{', '.join(row.model_types)}]: blocks {row.blocks}.{{i}}, input {row.inputs}")
+        for comp, text in row.components:
             print(f"    {comp:<10} {text}")
     print("components:")
     for name in COMPONENTS:
@@ -414,17 +414,23 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         prefix_chars="+",
         add_help=False,
     )
-    f.add_argument("options", nargs="*", help="--model, --data, --rule, --mode, --output-dir and TrainingArguments")
+    f.add_argument("options", nargs="*", help="--model, --data, --rule, --output-dir and TrainingArguments")
     f.set_defaults(run=_run_finetune)
 
 
 def finetune_parser() -> HfArgumentParser:
-    """``HfArgumentParser`` of ``FinetuneArguments`` and ``TrainingArguments``, with this command's defaults."""
+    """``HfArgumentParser`` of ``FinetuneArguments`` and ``TrainingArguments``, with this command's defaults.
+
+    Like every command, it takes ``--num-pairs`` and ``--num_pairs`` alike and shows the hyphenated spelling.
+    """
     from transformers import HfArgumentParser, TrainingArguments
 
     from .integrations.training import FinetuneArguments
 
-    parser = HfArgumentParser(
+    class FinetuneParser(BothSpellings, HfArgumentParser):
+        pass
+
+    parser = FinetuneParser(
         (FinetuneArguments, TrainingArguments),  # type: ignore[arg-type]
         prog="hf-plasticity finetune",
         description="Measure plasticity, select the most plastic components, train them with transformers.Trainer, "
@@ -436,8 +442,8 @@ def finetune_parser() -> HfArgumentParser:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    # the old spelling --out-dir is an alias of --output-dir, as on every command that writes a folder
-    options = [re.sub(r"^--out-dir(?==|$)", "--output-dir", o) for o in args.options]
+    # the old spelling --out-dir (--out_dir) is an alias of --output-dir, as on every command that writes a folder
+    options = [re.sub(r"^--out[-_]dir(?==|$)", "--output-dir", o) for o in args.options]
     if not any(o.split("=")[0] in ("--output_dir", "--output-dir") for o in options) and not {"-h", "--help"} & set(
         options
     ):  # answered before transformers is imported

@@ -106,3 +106,11 @@ class AdapterCombinationError(PlasticityError, ValueError):
 
 class MissingExtraError(PlasticityError, ImportError):
     """A feature whose optional dependencies are not installed; the message names the ``pip install`` extra."""
+
+
+class UnsupportedVersionError(PlasticityError, ImportError):
+    """An installed library (PEFT above all) lacks a name hf_plasticity relies on; the message names the range."""
+
+
+class UnsupportedVersionWarning(PlasticityWarning):
+    """Running with a library version outside the supported range, as asked (hf_plasticity.compat.ALLOW_ENV)."""

@@ -156,6 +156,33 @@ def jsonable(value: Any, *, digits: int | None = None) -> Any:
     return str(value)
 
 
+class BothSpellings:
+    """Argument-parser mixin: every multi-word flag in both spellings, help showing the hyphenated one.
+
+    ``--num-pairs`` and ``--num_pairs`` name the same option on every ``hf-plasticity`` command, as they do
+    for ``HfArgumentParser`` (whose dataclass fields are written with underscores); a user never has to remember
+    which command takes which. Mixed into an ``argparse.ArgumentParser`` or an ``HfArgumentParser``.
+    """
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        shown = list(dict.fromkeys(_hyphenated(n) for n in names))
+        aliases = ["--" + n[2:].replace("-", "_") for n in shown if n.startswith("--") and "-" in n[2:]]
+        action: argparse.Action = super().add_argument(*shown, **kwargs)  # type: ignore[misc]
+        if aliases:
+            hidden = {**kwargs, "dest": action.dest, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS}
+            hidden["required"] = False
+            super().add_argument(*aliases, **hidden)  # type: ignore[misc]
+        return action
+
+
+class FlagParser(BothSpellings, argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` taking ``--num-pairs`` and ``--num_pairs`` alike (see :class:`BothSpellings`)."""
+
+
+def _hyphenated(name: str) -> str:
+    return "--" + name[2:].replace("_", "-") if name.startswith("--") else name
+
+
 def add_output_dir_argument(parser: argparse.ArgumentParser, default: Path | None, what: str) -> None:
     """``--output-dir`` (the Hugging Face spelling), with ``--out-dir`` and ``--output_dir`` as hidden aliases.
 
@@ -163,5 +190,6 @@ def add_output_dir_argument(parser: argparse.ArgumentParser, default: Path | Non
     """
     shown = f"{what} (default: {default})" if default is not None else what
     parser.add_argument("--output-dir", dest="output_dir", type=Path, default=default, help=shown)
-    for alias in ("--out-dir", "--output_dir"):
+    aliases = ["--out-dir"] if isinstance(parser, BothSpellings) else ["--out-dir", "--output_dir"]
+    for alias in aliases:
         parser.add_argument(alias, dest="output_dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)

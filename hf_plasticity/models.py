@@ -54,6 +54,43 @@ TASK_AUTO_CLASSES: dict[str, str] = {
 """The transformers auto class that loads a model for each task type (PEFT's names; images have none in PEFT)."""
 
 
+def task_of(model: Any) -> tuple[str, str] | None:
+    """The transformers auto class that loads ``model`` with its head, and the pipeline task it serves.
+
+    ``model`` is a model, a model class, or a class name (``config.architectures``' entries, what
+    ``adapter_config.json`` records as ``auto_mapping.base_model_class``). Read from transformers' own tables:
+    the pipeline tasks (in their order) and, for each, the auto class whose mapping from config class to model
+    class holds this one; a task of the model's own modality (``main_input_name``) wins a tie, so a ``ViTModel``
+    is ``image-feature-extraction`` and a ``BertModel`` ``feature-extraction``. None: no auto class loads it.
+    """
+    import transformers
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    from .compat import auto_model_mapping
+
+    cls = getattr(transformers, model, None) if isinstance(model, str) else model
+    cls = cls if isinstance(cls, type) or cls is None else type(cls)
+    config_cls = getattr(cls, "config_class", None)
+    if cls is None or config_cls is None:
+        return None
+    modality = "image" if getattr(cls, "main_input_name", None) == "pixel_values" else "text"
+    found: list[tuple[str, str, str]] = []
+    tasks: dict[str, Any] = dict(SUPPORTED_TASKS)
+    for task, spec in tasks.items():
+        for auto in spec.get("pt", ()):
+            try:
+                held = auto_model_mapping(auto)[config_cls]
+            except (KeyError, ValueError, ImportError, AttributeError):
+                continue
+            if cls in (held if isinstance(held, tuple | list) else (held,)):
+                found.append((auto.__name__, task, spec.get("type", "")))
+    if not found:
+        return None
+    own = [f for f in found if f[2] == modality]
+    auto_name, task, _ = (own or found)[0]
+    return auto_name, task
+
+
 def load_model(name_or_path: str, task: str | None = None, **kwargs: Any) -> Any:
     """Load a model by Hub id or local directory (``"bundled"`` for the bundled ViT).
 

@@ -18,8 +18,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
-from transformers import ViTImageProcessor
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessor,
+)
 
 from hf_plasticity import (
     HubUnreachableError,
@@ -36,7 +43,7 @@ from hf_plasticity import (
 from hf_plasticity.cli import main
 from hf_plasticity.data.loaders import load_named_dataset
 from hf_plasticity.models import load_model
-from tests.conftest import IMAGE_SIZE, TINY_MODELS, pixels
+from tests.conftest import IMAGE_SIZE, TINY, TINY_MODELS, pixels
 
 UNWRITABLE = "/sys/hf-plasticity-test/report.json"  # sysfs refuses new files, even to root
 FAST_S = 10.0  # generous: a Hub failure must not sit in retries (they took ~30-100 s)
@@ -71,6 +78,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     TINY_MODELS["vit"]().save_pretrained(root / "ckpt")
     ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "ckpt")
     TINY_MODELS["vit"]().save_pretrained(root / "bare")
+    bert = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=50)
+    BertForSequenceClassification(bert).save_pretrained(root / "bert")
     return root
 
 
@@ -137,7 +146,30 @@ def _without(key: str) -> Callable[[Ctx], Any]:
 
 
 # (id, action, error class, regex the message must match: the problem and its fix)
+def _loader(images: torch.Tensor) -> Any:
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images), batch_size=4)
+
+
+SIZES = r"reference images are 28x28 \(3 channels\) but the downstream images are 32x32 .*resize both to 32x32.*"
+SIZES += r"image_processor=.*interpolate"
+
+
+def _vit_32px() -> Any:
+    return ViTForImageClassification(ViTConfig(**{**TINY, "image_size": 32})).eval()
+
+
+def _vit32(ctx: Ctx) -> Any:
+    return measure_plasticity(_vit_32px(), pixels(8, size=32), pixels(8, size=28), progress=False)
+
+
+def _vit32_loaders(ctx: Ctx) -> Any:
+    data, reference = _loader(pixels(8, size=32)), _loader(pixels(8, size=28))
+    return measure_plasticity(_vit_32px(), data, reference, progress=False)
+
+
 API_CASES: list[tuple[str, Callable[[Ctx], Any], type[Exception], str]] = [
+    ("images-of-two-sizes", _vit32, InvalidInputError, SIZES),
+    ("images-of-two-sizes-in-loaders", _vit32_loaders, InvalidInputError, SIZES),
     ("num_pairs-float", _measure(num_pairs=1e2), InvalidInputError, r"num_pairs must be an int.*num_pairs=100"),
     ("num_pairs-bool", _measure(num_pairs=True), InvalidInputError, r"num_pairs must be an int"),
     ("num_pairs-negative", _measure(num_pairs=-3), InvalidInputError, r"num_pairs must be a positive int"),
@@ -289,7 +321,7 @@ def test_api_bad_input(
     assert not list(tmp_path.rglob("*.tmp")), "a temporary file was left behind"
 
 
-# (id, argv with {tmp} {ckpt} {bare} placeholders, files to create first, regex the error must match)
+# (id, argv with {tmp} {ckpt} {bare} {bert} placeholders, files to create first, regex the error must match)
 CLI_CASES: list[tuple[str, list[str], dict[str, str], str]] = [
     (
         "out-and-plot-collide",
@@ -340,6 +372,13 @@ CLI_CASES: list[tuple[str, list[str], dict[str, str], str]] = [
         r"on the command line pass --image-processor NAME_OR_PATH",
     ),
     (
+        "text-model-on-image-data",
+        ["measure", "--model", "{bert}", "--data", "digits", "--num-pairs", "4", "--out", "{tmp}/r.json"],
+        {},
+        r"holds images .*BertForSequenceClassification takes token ids \(its main_input_name is 'input_ids'\).*"
+        r"measure it on text.*or measure an image model",
+    ),
+    (
         "image-processor-missing",
         ["measure", "--model", "{bare}", "--data", "digits", "--image-processor", "./nope", "--out", "{tmp}/r.json"],
         {},
@@ -383,7 +422,8 @@ def test_cli_bad_input(
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     before = _snapshot(tmp_path)
-    argv = [a.format(tmp=tmp_path, ckpt=tmp_path / "ckpt", bare=tmp_path / "bare") for a in argv]
+    folders = {name: tmp_path / name for name in ("ckpt", "bare", "bert")}
+    argv = [a.format(tmp=tmp_path, **folders) for a in argv]
     start = time.perf_counter()
     code = main([*argv, "--no-progress"] if argv[0] == "measure" else argv)
     elapsed = time.perf_counter() - start

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +160,64 @@ def test_help_shows_only_output_dir(command: str, capsys: pytest.CaptureFixture[
 def test_output_dir_defaults_are_relative_to_the_current_directory(command: str, default: Path | None) -> None:
     args = _parser().parse_args(FOLDER_COMMANDS[command])
     assert args.output_dir == default
+
+
+# ------------------------------------------------------------------------------- flag spellings
+REQUIRED = {"measure": ["--model", "m", "--data", "d", "--out", "r.json"], "show": ["r.json"]}
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: p for name, p in sub.choices.items() if name != "finetune"}  # finetune: its own parser, below
+
+
+def _multi_word_flags() -> list[tuple[str, argparse.Action, str]]:
+    found = []
+    for name, command in _commands().items():
+        for action in command._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            found += [(name, action, flag) for flag in action.option_strings if "-" in flag[2:]]
+    return found
+
+
+def _value(action: argparse.Action) -> list[str]:
+    if action.nargs == 0:
+        return []
+    if action.choices:
+        return [list(action.choices)[-1]]
+    return ["7"]
+
+
+@pytest.mark.parametrize(("command", "action", "flag"), _multi_word_flags(), ids=lambda v: str(getattr(v, "dest", v)))
+def test_every_multi_word_flag_takes_both_spellings(command: str, action: argparse.Action, flag: str) -> None:
+    underscored = "--" + flag[2:].replace("-", "_")
+    parsed = {}
+    for spelling in (flag, underscored):
+        args = _parser().parse_args([command, *REQUIRED.get(command, []), spelling, *_value(action)])
+        parsed[spelling] = getattr(args, action.dest)
+    default = getattr(_parser().parse_args([command, *REQUIRED.get(command, [])]), action.dest)
+    assert parsed[flag] == parsed[underscored] != default
+
+
+@pytest.mark.parametrize("command", ["measure", "demo", "show", "card", "reproduce", "finetune"])
+def test_help_shows_one_spelling_per_flag(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, *REQUIRED.get(command, []), "--help"])
+    shown = capsys.readouterr().out
+    assert not re.findall(r"--[a-z0-9]+_[a-z0-9_]+", shown)
+    assert re.findall(r"--[a-z0-9]+-[a-z0-9-]+", shown)
+
+
+def test_finetune_takes_both_spellings() -> None:
+    from hf_plasticity.cli import finetune_parser
+
+    hyphen = finetune_parser().parse_args_into_dataclasses(
+        ["--num-pairs", "7", "--keep-original", "--per-device-train-batch-size", "3", "--output-dir", "o"]
+    )
+    underscore = finetune_parser().parse_args_into_dataclasses(
+        ["--num_pairs", "7", "--keep_original", "--per_device_train_batch_size", "3", "--output_dir", "o"]
+    )
+    for ft, training in (hyphen, underscore):
+        assert (ft.num_pairs, ft.keep_original, training.per_device_train_batch_size) == (7, True, 3)
+        assert training.output_dir == "o"

@@ -126,3 +126,25 @@ def test_peft_loads_the_method_after_a_bare_package_import(tmp_path: Path) -> No
     )
     done = _python(load, str(tmp_path))
     assert done.stdout.strip() == "PLASTICITY", done.stderr
+
+
+def test_public_names_are_what_users_import() -> None:
+    """``__all__`` holds the names the docs import; errors live in ``hf_plasticity.errors`` and still resolve here."""
+    import hf_plasticity
+    from hf_plasticity import errors
+    from hf_plasticity.integrations.callbacks import PlasticityCallback
+    from hf_plasticity.integrations.training import finetune
+    from hf_plasticity.tuner import allocate_ranks
+
+    assert hf_plasticity.PlasticityCallback is PlasticityCallback
+    assert hf_plasticity.finetune is finetune
+    assert hf_plasticity.allocate_ranks is allocate_ranks
+    classes = [
+        n
+        for n in dir(errors)
+        if isinstance(getattr(errors, n), type) and getattr(errors, n).__module__ == errors.__name__
+    ]
+    assert len(classes) > 20
+    assert set(hf_plasticity.__all__) & set(classes) == {"PlasticityError", "PlasticityWarning"}
+    assert all(getattr(hf_plasticity, n) is getattr(errors, n) for n in classes)  # old imports keep working
+    assert len(hf_plasticity.__all__) <= 30

@@ -4,7 +4,7 @@ Everything else (the estimator, the bounds, the PEFT tuner, model cards) asks th
 and what each component is (a norm and its gain rule, one linear or several stacked, attention with its
 projections and auxiliary inputs), never module names or shapes; so supporting a new architecture is one
 :func:`register_component_map` call plus one row in ``tests/components/test_families.py``, whose brute force checks it
-against the definition (``../shared/architectures.md``).
+against the definition of each component (``docs/architectures.md``).
 """
 
 from . import families  # registers every supported family
@@ -12,6 +12,7 @@ from .registry import (
     ResolvedComponents,
     get_component_map,
     refuse_model_type,
+    refused_model_types,
     register_component_map,
     registered_maps,
     registered_model_types,
@@ -44,6 +45,7 @@ __all__ = [
     "get_component_map",
     "rank_components",
     "refuse_model_type",
+    "refused_model_types",
     "register_component_map",
     "registered_maps",
     "registered_model_types",

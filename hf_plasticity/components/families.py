@@ -53,6 +53,12 @@ register_component_map(ComponentMap(family="vit_msn", model_types=("vit_msn",), 
 register_component_map(
     ComponentMap(family="ijepa", model_types=("ijepa",), layers="layers", components=_VIT_LIKE, fixed_image_size=False)
 )
+# BEiT: the ViT block layout (layernorm_before -> attention -> layernorm_after -> mlp.fc1 -> mlp.fc2). Its layer
+# scale (the block's own lambda_1, lambda_2 parameters, multiplying each sublayer's output before the residual
+# add) is not part of any component: a component is the map its modules compute, as in the paper. With
+# use_relative_position_bias (or the shared variant) a learned bias enters the attention scores: the estimator
+# passes it to attention as its own layer does (auxiliary inputs), and the paper's attention bound is not given.
+# It reads pixels (main_input_name); its config's vocab_size is the masked-image-modelling codebook.
 register_component_map(
     ComponentMap(
         family="beit",

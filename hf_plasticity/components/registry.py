@@ -30,7 +30,7 @@ class ResolvedComponents:
     embeddings_path: str
     paths: dict[str, list[str]] = field(default_factory=dict)
     specs: dict[str, ComponentSpec] = field(default_factory=dict)
-    _modules: dict[tuple[int, str], nn.Module] = field(default_factory=dict, repr=False, compare=False)
+    _looked_up: dict[tuple[int, str], nn.Module] = field(default_factory=dict, repr=False, compare=False)
 
     def module(self, path: str) -> nn.Module:
         return self.model.get_submodule(path)
@@ -41,9 +41,9 @@ class ResolvedComponents:
         Looked up once per (layer, component): the estimator asks for every component on every batch.
         """
         key = (layer, component)
-        if key not in self._modules:
-            self._modules[key] = self.module(self.modules_of(self.paths[component][layer])[0])
-        return self._modules[key]
+        if key not in self._looked_up:
+            self._looked_up[key] = self.module(self.modules_of(self.paths[component][layer])[0])
+        return self._looked_up[key]
 
     def component_modules(self, layer: int, component: str) -> list[nn.Module]:
         """Every module of ``component`` in block ``layer``, in the order of :attr:`ComponentSpec.paths`."""
@@ -73,6 +73,15 @@ class ResolvedComponents:
     def base(self) -> nn.Module:
         """The model whose forward the estimator runs: the base model, or a multi-modal model's tower."""
         return self.module(self.base_prefix) if self.base_prefix else self.model
+
+    @property
+    def main_input(self) -> str:
+        """What the measured forward takes, ``"pixel_values"`` or ``"input_ids"``: transformers' own
+        ``main_input_name`` of :meth:`base` (a dual encoder's vision tower says pixels, the whole model says
+        tokens), else the family's declared ``inputs``. Never guessed from the config: BEiT's ``vocab_size``
+        is its masked-image-modelling codebook, not a sign that it reads tokens."""
+        name = getattr(self.base(), "main_input_name", None)
+        return name if name in ("pixel_values", "input_ids") else self.map.inputs
 
     def iter_modules(self, components: tuple[str, ...] = COMPONENTS) -> Iterator[tuple[int, str, str]]:
         """Yield ``(layer, component, name)`` for every layer and the given component types."""
@@ -127,6 +136,11 @@ def refuse_model_type(model_type: str, reason: str) -> None:
 
 def registered_model_types() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def refused_model_types() -> dict[str, str]:
+    """Model types known not to fit, each with the reason its ``UnsupportedModelError`` gives."""
+    return dict(sorted(_REFUSED.items()))
 
 
 def registered_maps() -> list[ComponentMap]:

@@ -33,21 +33,25 @@ COMPONENT_DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def rank_components(scores: Mapping[str, float | None]) -> list[str]:
-    """Component types (or module paths) by score, highest first; missing or non-finite scores last.
+def rank_components(
+    scores: Mapping[str, float | None], places: Mapping[str, tuple[int, str]] | None = None
+) -> list[str]:
+    """Component types, module paths or cells by score, highest first; missing or non-finite scores last.
 
-    The one ranking rule: reports, selections, LoRA rank allocation and model cards all order through it.
-    Ties between component types go in canonical order (:data:`COMPONENTS`); ties between module paths keep
-    the mapping's own order, which callers give as the model's (shallower layer first, then component order),
-    so a selection never depends on dictionary accidents.
+    The one ranking rule and its one tie-break: reports, selections, LoRA rank allocation and model cards all
+    order through it. Equal scores go to the shallower layer, then in canonical component order
+    (:data:`COMPONENTS`), then in the mapping's own order. ``places`` gives each name's (layer, component)
+    when the names are module paths or cells; a name without one is its own component type (layer 0).
     """
     order = {name: i for i, name in enumerate(scores)}
+    places = places or {}
 
-    def key(name: str) -> tuple[float, int, int]:
+    def key(name: str) -> tuple[float, int, int, int]:
         value = scores[name]
         first = -value if value is not None and math.isfinite(value) else math.inf
-        canonical = COMPONENTS.index(name) if name in COMPONENTS else len(COMPONENTS)
-        return (first, canonical, order[name])
+        layer, component = places.get(name, (0, name))
+        canonical = COMPONENTS.index(component) if component in COMPONENTS else len(COMPONENTS)
+        return (first, layer, canonical, order[name])
 
     return sorted(scores, key=key)
 

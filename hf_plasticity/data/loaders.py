@@ -6,9 +6,8 @@ finetuning code never care where the data came from, and ``dataset.info`` record
 report can say which data was used. Text comes from a local file (``.txt``/``.md``: one row per paragraph;
 ``.json``/``.jsonl``: datasets' own reader) or a saved data set with a text column.
 
-Why one module of ~430 lines: every loader ends in the one conversion (:func:`arrays_to_dataset`) and one
-name table that :func:`load_named_dataset` and ``hf-plasticity list`` read; splitting by source would spread
-that table.
+Every loader ends in the one conversion (:func:`arrays_to_dataset`) and is listed in the one name table that
+:func:`load_named_dataset` and ``hf-plasticity list`` read, so a data set the CLI lists is one it loads.
 """
 
 from __future__ import annotations

@@ -7,9 +7,8 @@ two token sequences of one length L the same way (``input_ids`` tensors, or wind
 reproducible; DataLoaders are streamed in the order they yield. A batch is a pair of pixel tensors
 (B, C, H, W) or of int64 ``input_ids`` (B, L); the estimator builds the model's inputs from either.
 
-Why one module of ~540 lines: pixels and token ids go through the one seeded plan and the one per-process
-sharding, which must stay identical for both so that shards merge exactly; cutting text into windows is apart
-(:mod:`.text`).
+Pixels and token ids go through the one seeded pair plan and the one per-process sharding, so that shards of
+either kind merge exactly; cutting text into windows, which only feeds that plan, is in :mod:`.text`.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..compat import dataset_fingerprint
 from ..errors import EmptyDataError, InvalidInputError, NotEnoughPairsError
 from .text import (
     check_max_length,
@@ -290,7 +290,7 @@ def data_identity(obj: Any) -> str | None:
     if obj is None:
         return None
     if is_hf_dataset(obj):
-        return f"datasets:{obj._fingerprint}:{len(obj)}"
+        return f"datasets:{dataset_fingerprint(obj)}:{len(obj)}"
     if isinstance(obj, np.ndarray):
         obj = torch.from_numpy(obj)
     if isinstance(obj, torch.Tensor):
@@ -477,6 +477,13 @@ def needs_tokenizer(obj: Any, text_column: str | None = None) -> bool:
         return find_text_column(obj, "the", text_column) is not None
     except InvalidInputError:
         return True  # several text columns: text all the same (which one is asked when the windows are cut)
+
+
+def holds_images(obj: Any) -> bool:
+    """Whether ``obj`` is image data: a pixel tensor (N, C, H, W) or a data set with an image column."""
+    if isinstance(obj, torch.Tensor | np.ndarray):
+        return obj.ndim == 4
+    return is_hf_dataset(obj) and _has_image_column(obj)
 
 
 def _has_image_column(ds: Any) -> bool:

@@ -96,7 +96,7 @@ class PlasticityCallback(TrainerCallback):
         base = unwrap_model(model)
         resolved = resolve_components(base)  # UnsupportedModelError, naming the fix, for a model without a map
         if self.pairs is not None:
-            self.pairs = _check_pairs(self.pairs, base)
+            self.pairs = _check_pairs(self.pairs, base, resolved.main_input)
         self._groups = {}
         for comp in self.components:
             tracked = [
@@ -313,12 +313,18 @@ def _check_every(every: int | None, pairs: Any) -> None:
         raise InvalidInputError("every= is set but no pairs= to re-measure; pass pairs=(x, y) of held-out images")
 
 
-def _check_pairs(pairs: Any, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_pairs(pairs: Any, model: nn.Module, main_input: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(pairs, tuple | list) or len(pairs) != 2:
         raise InvalidInputError(
             "pairs must be (x, y): two pixel tensors of shape (N, channels, height, width), or two input_ids (N, L)"
         )
     x, y = (torch.as_tensor(t) for t in pairs)
+    if (x.ndim == 2) != (main_input == "input_ids"):
+        takes = "token ids (N, L)" if main_input == "input_ids" else "pixels (N, channels, height, width)"
+        raise InvalidInputError(
+            f"pairs hold tensors of shape {tuple(x.shape)} but {type(model).__name__} takes {takes} (its "
+            f"main_input_name is {main_input!r}); pass held-out pairs of what the model reads"
+        )
     if x.ndim == 2:  # token windows (N, L): a text model's held-out pairs
         from ..data.text import check_same_length, check_token_ids
 

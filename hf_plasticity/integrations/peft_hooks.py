@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..compat import patch_method
 from .cards import card_adapter_name, save_card_files
 from .hub import push_to_hub as push
 
@@ -24,27 +25,25 @@ def install_peft_hooks() -> None:
     """
     from peft import PeftModel
 
-    if getattr(PeftModel.create_or_update_model_card, "_hf_plasticity", False):
-        return
-    original_card = PeftModel.create_or_update_model_card
-    original_push = PeftModel.push_to_hub
+    def card_hook(original: Any) -> Any:
+        def create_or_update_model_card(self: Any, output_dir: str) -> None:
+            name = card_adapter_name(self)
+            if name is None:
+                return original(self, output_dir)
+            save_card_files(self, output_dir, adapter_name=name)
+            return None
 
-    def create_or_update_model_card(self: Any, output_dir: str) -> None:
-        name = card_adapter_name(self)
-        if name is None:
-            return original_card(self, output_dir)
-        save_card_files(self, output_dir, adapter_name=name)
-        return None
+        return create_or_update_model_card
 
-    def push_to_hub(self: Any, repo_id: str, *args: Any, **kwargs: Any) -> Any:
-        if card_adapter_name(self) is None:
-            return original_push(self, repo_id, *args, **kwargs)
-        kwargs.pop("max_shard_size", None)
-        kwargs.pop("tags", None)
-        return push(self, repo_id, *args, **kwargs)
+    def push_hook(original: Any) -> Any:
+        def push_to_hub(self: Any, repo_id: str, *args: Any, **kwargs: Any) -> Any:
+            if card_adapter_name(self) is None:
+                return original(self, repo_id, *args, **kwargs)
+            kwargs.pop("max_shard_size", None)
+            kwargs.pop("tags", None)
+            return push(self, repo_id, *args, **kwargs)
 
-    create_or_update_model_card._hf_plasticity = True  # type: ignore[attr-defined]
-    create_or_update_model_card.__doc__ = original_card.__doc__
-    push_to_hub.__doc__ = original_push.__doc__
-    PeftModel.create_or_update_model_card = create_or_update_model_card  # type: ignore[method-assign]
-    PeftModel.push_to_hub = push_to_hub  # type: ignore[method-assign]
+        return push_to_hub
+
+    patch_method(PeftModel, "create_or_update_model_card", card_hook)
+    patch_method(PeftModel, "push_to_hub", push_hook)

@@ -9,8 +9,8 @@ Three tasks: image classification (images or ``pixel_values`` with labels), ``SE
 labels, each row truncated to ``seq_len`` tokens and padded per batch) and ``CAUSAL_LM`` (text cut into
 windows of ``seq_len`` tokens, each its own target).
 
-Why one module of ~570 lines: the three tasks share the measure-select-train-save pipeline and its
-``FinetuneArguments``; only the data preparation differs, and it is small per task.
+The three tasks go through one measure-select-train-save pipeline and one ``FinetuneArguments``, so that a
+flag means the same for every task; only the data preparation differs per task.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class FinetuneArguments:
     watch_every: int = field(
         default=0, metadata={"help": "Re-measure plasticity on held-out pairs every N steps (0: never)."}
     )
-    watch_pairs: int = field(default=64, metadata={"help": "Held-out pairs re-measured by --watch_every."})
+    watch_pairs: int = field(default=64, metadata={"help": "Held-out pairs re-measured by --watch-every."})
     task: Literal["IMAGE_CLS", "SEQ_CLS", "CAUSAL_LM"] | None = field(
         default=None,
         metadata={

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..compat import COMPILED_ATTRIBUTE
 from ..errors import InvalidInputError, UnsupportedModelError
 from ..stats import RateStats, merge_ranges
 
@@ -144,7 +145,7 @@ def wrapper_hint(model: nn.Module) -> str | None:
     """If ``model`` looks like a wrapper around a supported model, how to pass the inner one instead."""
     from ..components import get_component_map
 
-    for attr in ("module", "model", "base_model", "_orig_mod"):
+    for attr in ("module", "model", "base_model", COMPILED_ATTRIBUTE):
         inner = getattr(model, attr, None)
         own = getattr(getattr(model, "config", None), "model_type", None)
         if own is not None and own == getattr(getattr(inner, "config", None), "model_type", None):

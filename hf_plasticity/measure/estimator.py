@@ -4,10 +4,10 @@ Two protocols. ``"shared"`` is the paper's: every component of every layer is ap
 embedding outputs (z_x, z_y), so what is compared is each component's *function*. ``"in_situ"`` feeds each
 component the input it really receives at its depth, read by hooks during one forward pass over x and y.
 
-Why one module of ~750 lines: both protocols share the batch loop, the capture of the block-0 input and
-of each layer's attention arguments (masks, rotary cos/sin) that every family's shared protocol replays, the
-pixel and non-finite checks, the per-batch statistics the collectives re-add, and the wrapper unwrapping; the
-bounds and the collectives, which stand alone, are in :mod:`.bounds` and :mod:`.distributed`.
+Both protocols run through one batch loop, so they capture the block-0 input and each layer's attention
+arguments (masks, rotary cos/sin, which every family's shared protocol replays) the same way, check pixels and
+non-finite values the same way, and produce the per-batch statistics the collectives re-add. The bounds and
+the collectives do not depend on the loop and are in :mod:`.bounds` and :mod:`.distributed`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..components import AttentionSpec, LinearSpec, ResolvedComponents, resolve_components, validate_components
-from ..data.pairs import is_hf_dataset, make_pair_batches, needs_tokenizer
+from ..data.pairs import holds_images, is_hf_dataset, make_pair_batches, needs_tokenizer
 from ..data.text import DEFAULT_SEQ_LEN, is_token_tensor
 from ..errors import InvalidInputError, NonFiniteError, NotEnoughPairsError, SmallSampleWarning, UnsupportedModelError
 from ..report.bounds import WeightBounds
@@ -117,12 +117,13 @@ def measure_plasticity(
     dev = placement.device if device is None else _resolve_device(device, model)
     config = getattr(resolved.base(), "config", None) or getattr(model, "config", None)
     num_channels = int(getattr(config, "num_channels", 3))
+    takes_tokens = resolved.main_input == "input_ids"
+    _check_modality(model, takes_tokens, data, reference, text_column)  # before a processor or tokenizer loads
     if image_processor is None and (_needs_processor(data) or _needs_processor(reference)):
         image_processor = _load_processor(model)
     if tokenizer is None and (needs_tokenizer(data, text_column) or needs_tokenizer(reference, text_column)):
         tokenizer = _load_tokenizer(model)
-    vocab_size, max_length = _text_limits(config)
-    _check_modality(model, vocab_size, data, reference, text_column)
+    vocab_size, max_length = _text_limits(config) if takes_tokens else (None, None)
     if seq_len is None and max_length is not None:
         seq_len = min(DEFAULT_SEQ_LEN, max_length)
     pairs = make_pair_batches(
@@ -797,7 +798,10 @@ def _pair_inputs(
 
     Floating tensors (pixels) take the model's dtype; integer ones (token ids, masks) keep theirs.
     """
-    b = _primary(model_inputs(x)).shape[0]
+    first = _primary(model_inputs(x))
+    b = first.shape[0]
+    if first.is_floating_point():
+        check_same_image_size(first, _primary(model_inputs(y)), resolved.base())
     inputs = model_inputs(x, y)
     out = {}
     for key, value in inputs.items():
@@ -809,6 +813,27 @@ def _pair_inputs(
         check_pixels(out["pixel_values"][:b], base, resolved.map.fixed_image_size)
         check_pixels(out["pixel_values"][b:], base, resolved.map.fixed_image_size)
     return out, b
+
+
+def check_same_image_size(x: torch.Tensor, y: torch.Tensor, model: nn.Module) -> None:
+    """Both images of a pair go through one forward: one size for both, or the concatenation fails in torch."""
+    if tuple(x.shape[1:]) == tuple(y.shape[1:]):
+        return
+    size = getattr(getattr(model, "config", None), "image_size", None)
+    want = (size, size) if isinstance(size, int) else tuple(size) if size is not None else None
+    target = f"{want[0]}x{want[1]}, the model's size" if want else "one size"
+    raise InvalidInputError(
+        f"the reference images are {_describe_pixels(x)} but the downstream images are {_describe_pixels(y)}: both "
+        f"images of a pair go through one forward, so resize both to {target}: pass image_processor= "
+        "(AutoImageProcessor.from_pretrained(<model id>)) with image data sets, or resize pixel tensors with "
+        "torch.nn.functional.interpolate"
+    )
+
+
+def _describe_pixels(t: torch.Tensor) -> str:
+    if t.ndim != 4:
+        return f"of shape {tuple(t.shape[1:])}"
+    return f"{t.shape[-2]}x{t.shape[-1]} ({t.shape[1]} channels)"
 
 
 def check_pixels(pixels: torch.Tensor, model: nn.Module, fixed_image_size: bool) -> None:
@@ -853,7 +878,7 @@ def _load_tokenizer(model: nn.Module) -> Any:
     """The tokenizer saved beside the model, or None (the data layer then names the fix)."""
     from transformers import AutoTokenizer
 
-    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    name = getattr(getattr(model, "config", None), "name_or_path", "")
     if not name:
         return None
     try:
@@ -862,26 +887,29 @@ def _load_tokenizer(model: nn.Module) -> Any:
         return None
 
 
-def _check_modality(model: nn.Module, vocab_size: int | None, data: Any, reference: Any, text_column: Any) -> None:
-    """Text for a text model, images for an image model: the other way round fails deep inside the forward."""
+def _check_modality(model: nn.Module, takes_tokens: bool, data: Any, reference: Any, text_column: Any) -> None:
+    """Text for a text model, images for an image model: the other way round fails deep inside the forward
+    (or asks for an image processor that would not help). The model's ``main_input_name`` says which it takes."""
+    name = type(model).__name__
     for role, obj in (("downstream", data), ("reference", reference)):
         if obj is None:
             continue
         text = needs_tokenizer(obj, text_column) or is_token_tensor(obj)
-        pixels = isinstance(obj, torch.Tensor) and obj.ndim == 4
-        if text and vocab_size is None and isinstance(obj, torch.Tensor) and obj.is_floating_point():
+        if text and not takes_tokens and isinstance(obj, torch.Tensor) and obj.is_floating_point():
             raise InvalidInputError(
                 f"{role} pixel values must have shape (N, channels, height, width), got {tuple(obj.shape)}"
             )
-        if text and vocab_size is None:
+        if text and not takes_tokens:
             raise InvalidInputError(
-                f"the {role} data is text but {type(model).__name__} takes images (its config has no vocab_size); "
+                f"the {role} data is text but {name} takes images (its main_input_name is 'pixel_values'); "
                 "measure a text model on text, or pass images (pixel tensors or an image data set)"
             )
-        if pixels and vocab_size is not None:
+        if holds_images(obj) and takes_tokens:
+            kind = "pixels" if isinstance(obj, torch.Tensor) else "images (an image data set)"
             raise InvalidInputError(
-                f"the {role} data holds pixels but {type(model).__name__} takes token ids; pass input_ids (N, L) "
-                "or text with tokenizer="
+                f"the {role} data holds {kind} but {name} takes token ids (its main_input_name is 'input_ids'); "
+                "measure it on text (a text file, a data set with a text column, or input_ids (N, L) with "
+                "tokenizer= for raw text), or measure an image model on these images"
             )
 
 
@@ -897,7 +925,7 @@ def _text_limits(config: Any) -> tuple[int | None, int | None]:
 def _load_processor(model: nn.Module) -> Any:
     from transformers import AutoImageProcessor
 
-    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    name = getattr(getattr(model, "config", None), "name_or_path", "")
     if not name:
         return None
     try:

@@ -5,9 +5,9 @@ only means, so reports of shards measured by several processes merge exactly; be
 theoretical upper bounds and the embedding statistics they need (radius, token spread). It knows nothing
 of PEFT or model cards; they read it. Figures live in :mod:`.plots`, tables in :mod:`.tables`.
 
-Why one module of ~650 lines: the statistics, merging and the JSON format share one set of arrays and
-invariants (shapes per layer and component, schema versions, pair coverage), and reading a file checks
-them all against the same class; what only reads a report (tables, figures, cards) is already apart.
+The statistics, merging and the JSON format are one class because they share one set of arrays and
+invariants (shapes per layer and component, schema versions, pair coverage): reading a file checks them all
+against the class that uses them. What only reads a report (tables, figures, cards) is kept apart.
 """
 
 from __future__ import annotations
@@ -246,8 +246,8 @@ class PlasticityReport:
         scores = self.scores()
         return rank_components({c: scores[c] for c in self.components})
 
-    def module_scores(self) -> dict[str, float]:
-        """Mean plasticity of every measured module (one per layer and component type)."""
+    def module_means(self) -> dict[str, float]:
+        """Measured mean plasticity of every module (one per layer and component type), by module path."""
         mean = self.mean
         return {
             path: float(mean[layer, ci])
@@ -255,15 +255,21 @@ class PlasticityReport:
             for layer, path in enumerate(self.module_paths[comp])
         }
 
+    def module_scores(self) -> dict[str, float]:
+        """Deprecated name of :meth:`module_means`."""
+        warnings.warn(
+            "PlasticityReport.module_scores() is now module_means() (the measured mean of each module)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.module_means()
+
     def ranked_modules(self, components: list[str] | tuple[str, ...] | None = None) -> list[str]:
-        """Module paths, highest plasticity first (optionally only of some component types)."""
+        """Module paths, highest plasticity first (optionally only of some component types), by the one rule."""
         allowed = {p for c in (components or self.components) for p in self.module_paths[self._check(c)]}
-        scores = self.module_scores()
-        place = {
-            p: (layer, ci) for ci, c in enumerate(self.components) for layer, p in enumerate(self.module_paths[c])
-        }
-        # ties (e.g. two LayerNorms with equal weights) go to the shallower layer, then in component order
-        return sorted(allowed, key=lambda p: (-_finite(scores[p]), place[p]))
+        means = self.module_means()
+        places = {p: (layer, c) for c in self.components for layer, p in enumerate(self.module_paths[c])}
+        return rank_components({p: means[p] for p in means if p in allowed}, places)
 
     def merge(self, other: PlasticityReport) -> PlasticityReport:
         """The report of both measurements together (e.g. shards from several processes).
@@ -519,7 +525,7 @@ def model_metadata(model: nn.Module) -> dict[str, Any]:
     """Identify the measured model: its id, type, class, a hash of its configuration and its size."""
     config = getattr(model, "config", None)
     info: dict[str, Any] = {
-        "model_id": getattr(config, "_name_or_path", "") or "",
+        "model_id": getattr(config, "name_or_path", "") or "",
         "model_type": getattr(config, "model_type", None),
         "architecture": type(model).__name__,
         "num_parameters": int(sum(p.numel() for p in model.parameters())),
@@ -542,10 +548,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "unknown"
     return out
-
-
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else -math.inf
 
 
 def _merge_tokens(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:

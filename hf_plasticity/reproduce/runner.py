@@ -5,8 +5,9 @@ seed, as the paper picks its learning rate; the other seeds then run at that rat
 pool of worker processes (one thread each) and are cached, so an interrupted or repeated experiment
 resumes where it stopped.
 
-Why one module of ~460 lines: the experiment's specification, its run plan and the worker pool share one
-cache key per run; statistics, figures and outputs are apart (:mod:`.stats`, :mod:`.figure`, :mod:`.output`).
+The experiment's specification, its run plan and the worker pool sit together because they share one cache
+key per run, which must not drift between them; statistics, figures and outputs only read finished runs
+(:mod:`.stats`, :mod:`.figure`, :mod:`.output`).
 """
 
 from __future__ import annotations

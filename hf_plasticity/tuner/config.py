@@ -6,8 +6,10 @@ and the scores that chose it, so a saved adapter records *why* those modules wer
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,9 @@ from .peft_type import PLASTICITY, ensure_peft_type
 
 RULES = ("top_k", "budget", "threshold", "components")
 LEGACY_LORA_KEYS = ("r", "lora_alpha", "lora_dropout")
-"""Keys earlier versions saved in every ``adapter_config.json`` (for the removed mode 'lora'); dropped on load."""
+"""LoRA settings earlier versions saved in every ``adapter_config.json`` (for the removed mode 'lora')."""
+LEGACY_KEYS = ("mode", *LEGACY_LORA_KEYS)
+"""Keys of earlier versions' configs: dropped when a saved config loads, refused (with the fix) in code."""
 SIGNALS = ("auto", "measured", "theory")
 """What a report's selection ranks by: see ``PlasticityConfig.signal``."""
 
@@ -65,14 +69,6 @@ class PlasticityConfig(PeftConfig):
         metadata={
             "help": "Modules trained in full besides the selection. None: the model's classification head, found "
             "from its component map (the paper always trains the new head). [] trains no head."
-        },
-    )
-    mode: str = field(
-        default="full",
-        metadata={
-            "help": "'full' (the only mode): train the selected modules' own weights (the paper). LoRA is PEFT's "
-            "own: hf_plasticity.plasticity_lora_config(report, budget=..., model=...) returns a peft.LoraConfig; "
-            'mode=\'lora\' raises InvalidInputError naming it. Kept so saved configs with "mode": "full" load.'
         },
     )
     keep_original: bool = field(
@@ -139,13 +135,6 @@ class PlasticityConfig(PeftConfig):
             if not self.layers or any(not isinstance(i, int) or i < 0 for i in self.layers):
                 raise InvalidInputError(f"layers={self.layers} must be a non-empty list of layer indices >= 0")
             self.layers = sorted(set(self.layers))
-        if self.mode == "lora":
-            raise lora_mode_removed()
-        if self.mode != "full":
-            raise InvalidInputError(
-                f"mode={self.mode!r}; the only mode is 'full' (train the selected modules' own weights). For LoRA "
-                f"use PEFT's: {_LORA_WAY}"
-            )
         if self.signal not in SIGNALS:
             raise InvalidInputError(f"signal={self.signal!r}; choose one of {list(SIGNALS)}")
         if isinstance(self.scores, os.PathLike):
@@ -184,12 +173,12 @@ class PlasticityConfig(PeftConfig):
     @classmethod
     def check_kwargs(cls, **kwargs: Any) -> dict[str, Any]:
         """PEFT's hook on a saved ``adapter_config.json`` before the config is built: refuse a mode-'lora' adapter
-        with the way forward, and drop the LoRA keys (``r``, ``lora_alpha``, ``lora_dropout``) that earlier
-        versions saved in every config, which never affected mode 'full' (PEFT would warn about them as keys of
-        a newer version)."""
+        with the way forward, and drop the keys earlier versions saved in every config (``mode``, ``r``,
+        ``lora_alpha``, ``lora_dropout``), which never changed what a mode-'full' adapter trains (PEFT would
+        otherwise warn about them as keys of a newer version)."""
         if kwargs.get("mode") == "lora":
             raise lora_mode_removed(saved=True)
-        kwargs = {k: v for k, v in kwargs.items() if k not in LEGACY_LORA_KEYS}
+        kwargs = {k: v for k, v in kwargs.items() if k not in LEGACY_KEYS}
         return dict(super().check_kwargs(**kwargs))
 
     @classmethod
@@ -222,7 +211,7 @@ class PlasticityConfig(PeftConfig):
         """The JSON-ready scores this config selects by (what ``adapter_config.json`` stores), without changing it."""
         from .scores import scores_of
 
-        return scores_of(self)
+        return dict(scores_of(self))
 
     def resolved_score_source(self) -> str:
         """``score_source`` as the adapter will record it (already filled in by ``from_report`` and at creation)."""
@@ -234,9 +223,62 @@ class PlasticityConfig(PeftConfig):
         """One score per component type (from the report, the mapping, or the theoretical ranking)."""
         return dict(self.resolved_scores()["components"])
 
-    def module_scores(self) -> dict[str, float]:
-        """Scores given per module path in a mapping (else empty: component scores apply to every layer)."""
+    def given_module_scores(self) -> dict[str, float]:
+        """Scores the user gave per module path in a mapping (else empty: component scores apply to every layer)."""
         return dict(self.resolved_scores().get("modules", {}))
+
+    def module_scores(self) -> dict[str, float]:
+        """Deprecated name of :meth:`given_module_scores`."""
+        warnings.warn(
+            "PlasticityConfig.module_scores() is now given_module_scores() (the scores given per module path)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.given_module_scores()
+
+
+def _refuse_removed_arguments(init: Any) -> Any:
+    """Wrap the dataclass ``__init__`` so arguments of the removed modes get a typed error naming the fix.
+
+    ``mode`` is no longer a field (``check_kwargs`` alone carries saved configs that have it), so without this
+    ``PlasticityConfig(mode="lora", r=8)`` would die in a bare ``TypeError``. ``mode="full"``, the one mode that
+    remains, is what the config always does: it still works, with a ``FutureWarning`` to drop the argument, as
+    PEFT deprecates its own arguments. A saved config (it carries ``peft_type``) reaches this ``__init__`` without
+    ``check_kwargs`` when PEFT's base ``PeftConfig.from_pretrained`` reads it (transformers' ``load_adapter``), so
+    the hook runs here for it too: an old file loads silently, whichever way it is read.
+    """
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if "peft_type" in kwargs:  # a saved adapter_config.json (PEFT and transformers build configs from its keys)
+            kwargs = type(self).check_kwargs(**kwargs)
+        if "mode" in kwargs:
+            mode = kwargs.pop("mode")
+            if mode == "lora":
+                raise lora_mode_removed()
+            if mode != "full":
+                raise InvalidInputError(
+                    f"mode={mode!r}: PlasticityConfig has no modes any more; it trains the selected modules' own "
+                    f"weights (what mode='full' did): drop the argument. For LoRA use PEFT's: {_LORA_WAY}"
+                )
+            warnings.warn(
+                "PlasticityConfig(mode='full') is deprecated: mode was removed, and training the selected modules' "
+                "own weights is what PlasticityConfig always does; drop the argument",
+                FutureWarning,
+                stacklevel=2,
+            )
+        lora = [k for k in LEGACY_LORA_KEYS if k in kwargs]
+        if lora:
+            raise InvalidInputError(
+                f"PlasticityConfig does not take the LoRA settings {lora} (mode='lora' was removed): "
+                f"hf_plasticity has one LoRA implementation, PEFT's. {_LORA_WAY}"
+            )
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+PlasticityConfig.__init__ = _refuse_removed_arguments(PlasticityConfig.__init__)  # type: ignore[method-assign]
 
 
 _LORA_WAY = (

@@ -22,6 +22,7 @@ from typing import Any
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
+from ..compat import registered_child, set_active_adapter, share_module_registries
 from ..errors import AdapterCombinationError, InPlaceAdapterError
 
 
@@ -51,11 +52,10 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
         else:
             # A view of the module: the same registries, so its parameters keep their own names everywhere. The
             # module itself is held unregistered (under the adapter's name, for PEFT's per-adapter bookkeeping).
-            for registry in ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules"):
-                self.__dict__[registry] = base_layer.__dict__[registry]
+            share_module_registries(self, base_layer)
             self.__dict__["plasticity_modules"] = nn.ModuleDict({adapter_name: base_layer})
         self.in_features, self.out_features = _features(base_layer)
-        self._active_adapter = adapter_name
+        set_active_adapter(self, adapter_name)
         self.merged_adapters: list[str] = []
         self.update_layer(adapter_name, inference_mode=inference_mode)
 
@@ -63,7 +63,7 @@ class PlasticityLayer(nn.Module, BaseTunerLayer):
     def base_layer(self) -> nn.Module:
         # In place, the trained module *is* the base layer, seen by PEFT's unloading as the base.
         if self.keep_original:
-            return self._modules["base_layer"]  # type: ignore[return-value]  # set in __init__, never None
+            return registered_child(self, "base_layer")
         return next(iter(self.plasticity_modules.values()))
 
     def update_layer(self, adapter_name: str, inference_mode: bool = False, **kwargs: Any) -> None:

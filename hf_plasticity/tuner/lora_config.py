@@ -18,7 +18,7 @@ from ..errors import InvalidInputError
 from ..report.report import PlasticityReport
 from .config import SIGNALS
 from .scores import normalise_scores
-from .selection import base_modules, base_parameter_count, module_scores
+from .selection import base_modules, base_parameter_count, candidate_scores
 
 DEFAULT_LORA_BUDGET = 0.04
 """LoRA r=16 on (q, v) of the bundled ViT trains 4.1% of it (head included): the budget PEFT users pick most."""
@@ -117,7 +117,7 @@ def allocate_ranks(
     resolved = resolve_components(model)
     normalised, _ = normalise_scores(report, signal, per_layer=True)
     candidates = {path: comp for _, comp, path in resolved.iter_modules()}
-    scores = module_scores(dict(normalised), resolved, candidates)
+    scores = candidate_scores(dict(normalised), resolved, candidates)
     heads = resolved.head_paths() if modules_to_save is None else list(modules_to_save)
     total = base_parameter_count(model)
     head_cost = sum(base_parameter_count(model.get_submodule(h)) for h in heads)

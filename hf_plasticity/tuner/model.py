@@ -12,15 +12,10 @@ import warnings
 from typing import Any, ClassVar
 
 import torch
-from peft.tuners.tuners_utils import (
-    BaseTuner,
-    BaseTunerLayer,
-    _filter_state_dict_by_key_prefixes,
-    _get_tuner_state_dict_key_prefixes,
-    check_target_module_exists,
-)
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_target_module_exists
 from torch import nn
 
+from ..compat import COMPILED_ATTRIBUTE, filter_state_dict_by_key_prefixes, tuner_state_dict_key_prefixes
 from ..components import resolve_components
 from ..errors import AdapterCombinationError, AdapterLoadError, InvalidInputError
 from ..report.report import PlasticityReport
@@ -112,8 +107,8 @@ class PlasticityModel(BaseTuner):
                 match = legacy.match(key)
                 key = aliases.get(key) or (match and aliases.get(f"{match[1]}.{match[2]}")) or key
             out[key] = value
-        expected = _filter_state_dict_by_key_prefixes(
-            dict.fromkeys(model_keys), _get_tuner_state_dict_key_prefixes(model, adapter_name=adapter_name)
+        expected = filter_state_dict_by_key_prefixes(
+            dict.fromkeys(model_keys), tuner_state_dict_key_prefixes(model, adapter_name)
         )
         unseen = [k for k in expected if k not in out and not (cls.prefix in k and adapter_name in k)]
         if unseen:  # PEFT's wording, so tools that look for it find it
@@ -275,7 +270,7 @@ def _modules_in_state_dict(model: nn.Module, state_dict: dict[str, Any]) -> set[
     components = {path for _, _, path in resolve_components(model).iter_module_paths()}
     found = set()
     for key in state_dict:
-        key = key.removeprefix("_orig_mod.").removeprefix("base_model.model.")
+        key = key.removeprefix(f"{COMPILED_ATTRIBUTE}.").removeprefix("base_model.model.")
         for marker in (f".{PlasticityModel._container}.", f".{PlasticityModel._container}"):
             if marker in key:
                 found.add(key.split(marker)[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..compat import check_tuner_hooks, wrap_adapter_state_dict_key_prefixes
 from .config import PlasticityConfig
 from .layer import PlasticityLayer
 from .model import PlasticityModel
@@ -17,6 +18,7 @@ def register() -> None:
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from peft.utils import register_peft_method
 
+    check_tuner_hooks(PlasticityModel)
     _count_in_place_weights_as_base()
     member = ensure_peft_type()
     if PEFT_TYPE_TO_CONFIG_MAPPING.get(member) is PlasticityConfig:
@@ -52,22 +54,19 @@ def _count_in_place_weights_as_base() -> None:
     ``base_layer`` belongs to the adapter. An in-place layer is a view whose members *are* the module's own
     weights (that is how they train, save in the adapter file and keep their names), so they are adapter and
     base weights at once; PEFT's base helpers would drop them (``vit.layers.0.attention.k_proj.weight``, ...).
-    Only those helpers read ``_get_adapter_state_dict_key_prefixes``; it now leaves in-place layers out, and every
-    other model gets PEFT's answer unchanged.
+    Only those helpers read PEFT's adapter key prefixes; the wrapped version leaves in-place layers out, and
+    every other model gets PEFT's answer unchanged.
     """
-    from peft.utils import save_and_load
 
-    original = getattr(save_and_load, "_get_adapter_state_dict_key_prefixes", None)
-    if original is None or getattr(original, "_hf_plasticity", False):
-        return  # a PEFT without the helper (tests/tuner/test_peft_conformance.py shows whether it still round-trips)
+    def make(original: Any) -> Any:
+        def adapter_prefixes(model: Any) -> set[str]:
+            in_place = {
+                name
+                for name, module in model.base_model.model.named_modules()
+                if isinstance(module, PlasticityLayer) and not module.keep_original
+            }
+            return {p for p in original(model) if p.rpartition(".")[0] not in in_place}
 
-    def adapter_prefixes(model: Any) -> set[str]:
-        in_place = {
-            name
-            for name, module in model.base_model.model.named_modules()
-            if isinstance(module, PlasticityLayer) and not module.keep_original
-        }
-        return {p for p in original(model) if p.rpartition(".")[0] not in in_place}
+        return adapter_prefixes
 
-    adapter_prefixes._hf_plasticity = True  # type: ignore[attr-defined]
-    save_and_load._get_adapter_state_dict_key_prefixes = adapter_prefixes
+    wrap_adapter_state_dict_key_prefixes(make)

@@ -42,9 +42,9 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
     heads = resolved.head_paths() if config.modules_to_save is None else _check_heads(model, config, resolved)
     candidates = {path: comp for layer, comp, path in resolved.iter_modules() if layer in layers}
     normalised = scores_of(config)
-    scores = module_scores(normalised, resolved, candidates)
-    # candidates are in model order, so ties go to the shallower layer, then the canonical component order
-    scored = rank_components({p: scores[p] for p in candidates if p in scores})
+    scores = candidate_scores(normalised, resolved, candidates)
+    places = {path: (layer, comp) for layer, comp, path in resolved.iter_modules() if path in candidates}
+    scored = rank_components({p: scores[p] for p in candidates if p in scores}, places)
     rule = config.rule
     if rule == "components":
         chosen = [p for p in scored if candidates[p] in config.components]
@@ -169,10 +169,11 @@ def _layers(config: PlasticityConfig, resolved: ResolvedComponents) -> set[int]:
     return set(config.layers)
 
 
-def module_scores(
+def candidate_scores(
     normalised: dict[str, Any], resolved: ResolvedComponents, candidates: dict[str, str]
 ) -> dict[str, float]:
-    """Score of every candidate: per-layer report means, else explicit module scores, else its type's score.
+    """The score each candidate module is ranked by: its per-layer report mean, else the score given for its
+    path, else its component type's score (one value per module, what every rule selects on).
 
     ``normalised`` is a config's resolved ``scores``; a per-layer cell left ``None`` (not measured, or set aside
     by the ``auto`` guard) leaves its module unscored, so no rule ranks it.
@@ -226,7 +227,7 @@ __all__ = [
     "Selection",
     "base_modules",
     "base_parameter_count",
-    "module_scores",
+    "candidate_scores",
     "normalise_scores",
     "resolve_scores",
     "scores_of",

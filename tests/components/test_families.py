@@ -1,4 +1,4 @@
-"""Every registered family against the definition (``../shared/architectures.md``), pair by pair.
+"""Every registered family against the definition of its components (``docs/architectures.md``), pair by pair.
 
 Each row builds a tiny random model of one family and says, in its own words (not the registry's), which
 modules make up each component and how its attention works. The reference computes every component's rate
@@ -607,3 +607,28 @@ def test_tune_save_load_merge_unload(family: str, tmp_path) -> None:
     merged = loaded.merge_and_unload()
     assert type(merged) is type(row.make())
     torch.testing.assert_close(_outputs(row, merged, x), tuned, rtol=0, atol=0)  # the trained modules swapped in
+
+
+# ------------------------------------------------------------------------------------------------- registry
+def test_every_registered_family_has_a_row() -> None:
+    """Each model type the registry lists is built, measured and tuned by the rows above."""
+    from hf_plasticity.components import registered_model_types
+
+    covered = {ROWS[f].make().config.model_type for f in ROWS}
+    assert set(registered_model_types()) <= covered
+
+
+@pytest.mark.parametrize("family", sorted(ROWS))
+def test_plain_tensors_measure_and_tune(family: str) -> None:
+    """A bare pixel or token tensor (no DataLoader) measures, and tunes: the model's main_input_name decides the
+    modality, so BEiT (whose config has a vocab_size, its masked-image-modelling codebook) takes pixels."""
+    from peft import get_peft_model
+
+    from hf_plasticity import PlasticityConfig
+
+    row = ROWS[family]
+    model = row.make()
+    report = measure_plasticity(model, _inputs(row, 6, seed=3), progress=False)
+    assert report.num_pairs == 3 and report.rates is not None and np.all(np.isfinite(report.rates))
+    tuned = get_peft_model(model, PlasticityConfig(scores=report, top_k=1, task_type=TASK_TYPES.get(family)))
+    assert tuned.peft_config["default"].selected_modules

@@ -101,3 +101,40 @@ def test_resolved_paths_exist_in_the_model(family: str) -> None:
         assert path in names and f".{layer}." in path
         assert resolved.component(layer, comp) is names[path]
     assert resolved.embeddings_path in names
+
+
+def test_one_tie_break_for_types_modules_and_cells() -> None:
+    """Equal scores: the shallower layer first, then canonical component order, whatever the mapping's order."""
+    places = {"l1.mha": (1, "mha"), "l0.ffn_norm": (0, "ffn_norm"), "l0.mha": (0, "mha"), "l1.best": (1, "ffn_fc1")}
+    scores = {"l1.mha": 1.0, "l0.ffn_norm": 1.0, "l0.mha": 1.0, "l1.best": 2.0}
+    assert rank_components(scores, places) == ["l1.best", "l0.mha", "l0.ffn_norm", "l1.mha"]
+    assert rank_components({"ffn_norm": 1.0, "mha": 1.0, "attn_norm": float("nan")}) == [
+        "mha",
+        "ffn_norm",
+        "attn_norm",
+    ]
+
+
+def test_report_ranked_modules_and_card_cells_follow_the_one_rule() -> None:
+    import warnings
+
+    import numpy as np
+
+    from hf_plasticity import measure_plasticity
+    from hf_plasticity.integrations.cards.metadata import _top
+    from tests.conftest import TINY_MODELS, pixels
+
+    report = measure_plasticity(TINY_MODELS["vit"](), pixels(8, seed=3), num_pairs=4, progress=False)
+    means = report.module_means()
+    places = {p: (layer, c) for c in report.components for layer, p in enumerate(report.module_paths[c])}
+    assert report.ranked_modules() == rank_components(means, places)
+    cells = [{"layer": layer, "component": c, "score": 1.0} for layer in (1, 0) for c in reversed(report.components)]
+    assert [(c["layer"], c["component"]) for c in _top(cells)][:2] == [
+        (0, report.components[0]),
+        (0, report.components[1]),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert report.module_scores() == means
+    assert any(issubclass(w.category, FutureWarning) and "module_means" in str(w.message) for w in caught)
+    assert np.isfinite(list(means.values())).all()

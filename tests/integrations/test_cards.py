@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +87,20 @@ def test_ranking_scores_and_intervals_follow_the_definition(report) -> None:
         assert m["module"] == report.module_paths[m["component"]][m["layer"]]
 
 
+def test_adapter_card_carries_no_removed_mode(report) -> None:
+    """``PlasticityConfig`` has no modes: neither the text, the metadata nor the tags speak of one."""
+    card = build_model_card(plasticity_model(report, components=["mha"]))
+    assert "mode" not in card.data.plasticity["selection"]
+    assert not [t for t in card.data.tags if t.startswith("plasticity-") and t != "plasticity-lora"]
+    assert not re.search(r"\bmode\b", card.text, flags=re.IGNORECASE)
+
+
 def test_adapter_metadata_names_selection_and_parameter_share(report) -> None:
     model = plasticity_model(report, components=["mha"])
     data = build_model_card(model, metrics={"eval_accuracy": 0.75, "epoch": 1.0}).data
     block = data.plasticity
     assert data.library_name == "peft" and "plasticity" in data.tags
-    assert block["selection"] == {"rule": "components", "value": ["mha"], "mode": "full", "layers": "all",
+    assert block["selection"] == {"rule": "components", "value": ["mha"], "layers": "all",
                                   "keep_original": False}  # fmt: skip
     assert model.peft_config["default"].selected_modules == ["vit.layers.0.attention", "vit.layers.1.attention"]
     assert block["trained"] == {"modules": 2, "components": {"mha": 2}}

@@ -1,4 +1,4 @@
-"""The model card tells the whole truth: what chose the modules, no local path, metadata that scales (issue 18)."""
+"""The model card tells the whole truth: what chose the modules, no local path, metadata that scales."""
 
 from __future__ import annotations
 

@@ -168,7 +168,7 @@ def test_cli_finetune_writes_adapter_report_and_metrics(tmp_path: Path, capsys: 
     assert {p.name for p in out.iterdir()} >= {"adapter", "report.json", "metrics.json", "plasticity.png"}
     assert (out / "plasticity_series.json").is_file() and (out / "plasticity_series.png").is_file()
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert config["mode"] == "full" and all("attention" in m for m in config["selected_modules"])
+    assert "mode" not in config and all("attention" in m for m in config["selected_modules"])
     assert "eval_accuracy" in json.loads((out / "metrics.json").read_text())["eval"]
     assert "selected (2 modules)" in capsys.readouterr().out
 

@@ -38,7 +38,7 @@ def frob(t: torch.Tensor) -> float:
     return float(torch.linalg.norm(t.reshape(-1).double()))
 
 
-# The paper's five components, by module path inside one block (../shared/paper-notes.md, section 1),
+# The paper's five components, by module path inside one block (the paper's definition, docs/architectures.md),
 # written out here rather than read from the registry under test: ffn_fc1 is the linear map ALONE.
 PAPER_BLOCKS = {
     "vit": ("layers", ("layernorm_before", "attention", "layernorm_after", "mlp.fc1", "mlp.fc2")),

@@ -53,7 +53,7 @@ def test_statistics_and_ranking_agree_with_the_rates(report: PlasticityReport) -
     assert report.ranking() == sorted(pooled, key=lambda c: -pooled[c])
     assert report.stat("mha").n == 40 and report.stat("mha", layer=1).n == 20
     modules = report.ranked_modules()
-    scores = report.module_scores()
+    scores = report.module_means()
     assert len(modules) == 10 and [scores[m] for m in modules] == sorted(scores.values(), reverse=True)
     assert report.ranked_modules(["mha"]) == sorted(report.module_paths["mha"], key=lambda p: -scores[p])
     with pytest.raises(UnknownComponentError):

@@ -1,13 +1,15 @@
-"""``PlasticityConfig``'s one mode: ``mode="lora"`` raises, naming PEFT's LoRA; saved configs of earlier versions.
+"""``PlasticityConfig`` without modes: ``mode="lora"`` raises, naming PEFT's LoRA; saved configs of earlier versions.
 
 hf_plasticity has one LoRA implementation, PEFT's (``plasticity_lora_config`` returns a ``peft.LoraConfig``).
-Earlier versions saved ``r``, ``lora_alpha`` and ``lora_dropout`` in every ``adapter_config.json``; in mode
-``full`` they had no effect, so such a file still loads. A saved mode-``lora`` adapter cannot: it raises the
-same typed error.
+Earlier versions saved ``mode``, ``r``, ``lora_alpha`` and ``lora_dropout`` in every ``adapter_config.json``; in
+mode ``full`` the LoRA keys had no effect, so such a file still loads. A saved mode-``lora`` adapter cannot: it
+raises the same typed error. In code, ``mode="full"`` still works with a ``FutureWarning`` (it is what the config
+always does); ``mode="lora"`` and the LoRA settings raise ``InvalidInputError``, not a bare ``TypeError``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from tests.conftest import TINY_MODELS, pixels
 
 REPLACEMENT = r"hf_plasticity\.plasticity_lora_config\(report, budget=\.\.\., model=\.\.\.\)"
 X = pixels(3, seed=4)
-LEGACY_KEYS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1}  # what an earlier version wrote (mode full: unused)
+LEGACY_KEYS = {"mode": "full", "r": 16, "lora_alpha": 32, "lora_dropout": 0.1}  # what an earlier version wrote
 
 
 def logits(model: nn.Module) -> torch.Tensor:
@@ -48,7 +50,7 @@ def trained_adapter(folder: Path, **extra_config: Any) -> nn.Module:
 
 def saved_lora_adapter(folder: Path) -> Path:
     """What ``PlasticityConfig(mode="lora")`` saved: the mode, its LoRA settings, LoRA factors on the linears."""
-    trained_adapter(folder, mode="lora", **LEGACY_KEYS)
+    trained_adapter(folder, **{**LEGACY_KEYS, "mode": "lora"})
     base = TINY_MODELS["vit"]()
     config = json.loads((folder / "adapter_config.json").read_text())
     linears = [n for n, m in base.named_modules() if isinstance(m, nn.Linear) and ".attention." in n]
@@ -69,6 +71,8 @@ LORA_CONFIGS: dict[str, Callable[[], Any]] = {
     "components": lambda: PlasticityConfig(components=["mha"], mode="lora"),
     "budget": lambda: PlasticityConfig(budget=0.3, mode="lora"),
     "from-report-scores": lambda: PlasticityConfig.from_report(_report(), mode="lora"),
+    "with-lora-settings": lambda: PlasticityConfig(mode="lora", r=8),
+    "lora-settings-alone": lambda: PlasticityConfig(r=8, lora_alpha=16),
 }
 
 
@@ -89,8 +93,21 @@ def test_lora_mode_error_names_peft_lora_config_for_a_fixed_rank() -> None:
         PlasticityConfig(mode="lora")
 
 
-def test_lora_only_settings_are_no_longer_options() -> None:
-    assert not {"r", "lora_alpha", "lora_dropout"} & set(PlasticityConfig().to_dict())
+def test_lora_only_settings_and_mode_are_no_longer_fields() -> None:
+    assert not {"mode", "r", "lora_alpha", "lora_dropout"} & set(PlasticityConfig().to_dict())
+    assert "mode" not in {f.name for f in dataclasses.fields(PlasticityConfig)}
+
+
+def test_mode_full_in_code_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(FutureWarning, match="drop the argument"):
+        config = PlasticityConfig(mode="full", components=["mha"])
+    assert config.components == ["mha"] and config.rule == "components" and not hasattr(config, "mode")
+    assert config.to_dict() == PlasticityConfig(components=["mha"]).to_dict()
+
+
+def test_unknown_mode_in_code_names_the_fix() -> None:
+    with pytest.raises(InvalidInputError, match=r"no modes any more.*drop the argument"):
+        PlasticityConfig(mode="qlora")
 
 
 # ------------------------------------------------------------------- old mode-full configs with LoRA keys
@@ -115,15 +132,62 @@ def test_old_full_adapter_with_lora_keys_loads_the_trained_model(load: Callable,
 def test_old_full_config_with_lora_keys_loads_without_them(load: Callable, tmp_path: Path) -> None:
     model = trained_adapter(tmp_path, **LEGACY_KEYS)
     config = load(tmp_path)
-    assert isinstance(config, PlasticityConfig) and config.mode == "full"
+    assert isinstance(config, PlasticityConfig) and not hasattr(config, "mode")
     assert config.selected_modules == model.peft_config["default"].selected_modules
     assert not any(hasattr(config, key) for key in LEGACY_KEYS)
+
+
+OLD_CONFIG_FILE = """{
+  "base_model_name_or_path": null,
+  "budget": null,
+  "components": ["mha", "ffn_norm"],
+  "inference_mode": true,
+  "keep_original": false,
+  "layers": null,
+  "lora_alpha": 16,
+  "lora_dropout": 0.0,
+  "mode": "full",
+  "modules_to_save": ["classifier"],
+  "peft_type": "PLASTICITY",
+  "r": 8,
+  "revision": null,
+  "score_source": "theory (Odonnat et al., 2026)",
+  "scores": {"components": {"attn_norm": 1.0, "ffn_fc1": 4.0, "ffn_fc2": 3.0, "ffn_norm": 2.0, "mha": 5.0},
+             "modules": {}},
+  "selected_modules": ["vit.layers.0.attention", "vit.layers.1.attention",
+                       "vit.layers.0.layernorm_after", "vit.layers.1.layernorm_after"],
+  "signal": "auto",
+  "target_modules": ["vit.layers.0.attention", "vit.layers.1.attention",
+                     "vit.layers.0.layernorm_after", "vit.layers.1.layernorm_after"],
+  "task_type": null,
+  "threshold": null,
+  "top_k": null
+}"""
+"""An ``adapter_config.json`` as an earlier version wrote it, by hand: ``mode`` and the LoRA keys of mode 'lora'."""
+
+
+@pytest.mark.parametrize("load", MODEL_LOADERS.values(), ids=MODEL_LOADERS.keys())
+def test_old_style_config_file_loads_the_trained_weights(load: Callable, tmp_path: Path) -> None:
+    model = trained_adapter(tmp_path)
+    (tmp_path / "adapter_config.json").write_text(OLD_CONFIG_FILE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a saved file is not the user's code: no deprecation
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        loaded = load(TINY_MODELS["vit"](), tmp_path)
+    assert torch.equal(logits(loaded), logits(model))
+    config = PlasticityConfig.from_pretrained(str(tmp_path))
+    assert not any(hasattr(config, key) for key in ("mode", "r", "lora_alpha", "lora_dropout"))
+    assert (
+        config.components == ["mha", "ffn_norm"]
+        and config.selected_modules == json.loads(OLD_CONFIG_FILE)["selected_modules"]
+    )
 
 
 WARNING_FREE = {
     "PlasticityConfig.from_pretrained": lambda path: PlasticityConfig.from_pretrained(path),
     "PeftModel.from_pretrained": lambda path: PeftModel.from_pretrained(TINY_MODELS["vit"](), path),
     "hf_plasticity.load_adapter": lambda path: load_adapter(TINY_MODELS["vit"](), path),
+    "PeftConfig.from_pretrained": lambda path: PeftConfig.from_pretrained(path),
 }
 
 

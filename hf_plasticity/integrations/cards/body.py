@@ -28,7 +28,7 @@ def summary(block: dict[str, Any], base_model: str | None, local: bool, is_adapt
         return f"{name}, with the plasticity of its components measured by hf-plasticity."
     sel, by = block["selection"], block["selected_by"]
     share = block.get("trainable_share")
-    tail = f" Mode `{sel['mode']}`" + (f", {share:.2%} of the parameters trainable." if share is not None else ".")
+    tail = f" {share:.2%} of the parameters are trainable." if share is not None else ""
     n = _modules(block)
     if by == NAMED:
         names = ", ".join(f"`{c}`" for c in sel["value"])

@@ -45,7 +45,7 @@ def build_model_card(
     datasets: list[str] | None = None,
     model_name: str | None = None,
     repo_id: str | None = None,
-    pipeline_tag: str = "image-classification",
+    pipeline_tag: str | None = None,
     figure: str | None = FIGURE_NAME,
     license: str | None = None,
     summary: str | None = None,
@@ -104,6 +104,8 @@ def build_model_card(
         block = plasticity_metadata(report, config, model, adapter_name)
         report = report or report_of(config, model, adapter_name)
     values = read_metrics(metrics)
+    auto_class, task = _task(model, config or lora, report)
+    pipeline_tag = pipeline_tag or task
 
     is_adapter = config is not None or lora is not None
     local = False
@@ -129,11 +131,9 @@ def build_model_card(
         )
         for key, value in values.items()
     ]
-    tags = ["plasticity", "hf-plasticity", "vision"]
+    tags = ["plasticity", "hf-plasticity"] + (["vision"] if "image" in pipeline_tag else [])
     if lora is not None:
         tags += ["plasticity-lora", "lora"]
-    elif block.get("selection"):
-        tags.append(f"plasticity-{block['selection']['mode']}")
     data = ModelCardData(
         library_name="peft" if is_adapter else "transformers",
         base_model=base_model,
@@ -158,6 +158,7 @@ def build_model_card(
         "base_model_ref": base_model or BASE_PLACEHOLDER,
         "base_is_local": base_model is None,
         "base_kwargs": body.base_kwargs(model),
+        "auto_class": auto_class,
         "repo_ref": repo_id or f"path/to/{name}",
         "citation": CITATION,
     }
@@ -189,6 +190,33 @@ def build_model_card(
     card = ModelCard.from_template(data, template_path=str(template_path(template)), **kwargs)
     card.text = _tidy(card.text)
     return card
+
+
+DEFAULT_TASK = ("AutoModelForImageClassification", "image-classification")
+"""What a card says when nothing tells the model's class (a config or report of an earlier version)."""
+
+
+def _task(model: Any, config: Any, report: PlasticityReport | None) -> tuple[str, str]:
+    """The auto class and pipeline task of the model the adapter was trained on (or the report measured).
+
+    Asked of transformers' tables (:func:`hf_plasticity.models.task_of`) for the first class known: the PEFT
+    model's base model, the class PEFT recorded in the adapter's config (``auto_mapping``), the class the
+    report measured; a causal LM card so loads with ``AutoModelForCausalLM``, a BERT classifier's with
+    ``AutoModelForSequenceClassification``.
+    """
+    from ...models import task_of
+
+    base = model.get_base_model() if model is not None and hasattr(model, "get_base_model") else model
+    candidates = [
+        base,
+        ((getattr(config, "auto_mapping", None) or {}).get("base_model_class")),
+        (report.model.get("architecture") if report is not None else None),
+    ]
+    for candidate in candidates:
+        found = task_of(candidate) if candidate is not None else None
+        if found is not None:
+            return found
+    return DEFAULT_TASK
 
 
 def _default_name(base_model: str | None, is_adapter: bool) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ...components import COMPONENTS, THEORETICAL_RANKING, rank_components
+from ...components import COMPONENTS, rank_components
 from ...errors import ModelCardError, PlasticityError
 from ...io import jsonable
 from ...report.report import PlasticityReport
@@ -210,16 +210,17 @@ def _data(downstream: str | None, reference: str | None, seed: int | None) -> di
 
 
 def _top(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The :data:`TOP_MODULES` most plastic (layer, component) cells; ties broken by depth, then theory."""
-    order = {c: i for i, c in enumerate(THEORETICAL_RANKING)}
-    known = [c for c in cells if c["score"] is not None]
-    known.sort(key=lambda c: (-c["score"], c["layer"], order.get(c["component"], len(order))))
-    return known[:TOP_MODULES]
+    """The :data:`TOP_MODULES` most plastic (layer, component) cells, by the one ranking rule."""
+    known = {str(i): c for i, c in enumerate(cells) if c["score"] is not None}
+    ranked = rank_components(
+        {i: c["score"] for i, c in known.items()}, {i: (c["layer"], c["component"]) for i, c in known.items()}
+    )
+    return [known[i] for i in ranked[:TOP_MODULES]]
 
 
 def _selection(config: PlasticityConfig) -> dict[str, Any]:
     rule = config.rule
-    out: dict[str, Any] = {"rule": rule, "value": jsonable(getattr(config, rule), digits=6), "mode": config.mode}
+    out: dict[str, Any] = {"rule": rule, "value": jsonable(getattr(config, rule), digits=6)}
     out["layers"] = list(config.layers) if config.layers is not None else "all"
     out["keep_original"] = bool(config.keep_original)
     return out

@@ -189,7 +189,7 @@ def public_score_source(source: str | None) -> str | None:
 def base_model_of(config: Any, model: Any, report: PlasticityReport | None) -> tuple[str | None, bool]:
     """The base model's Hub id, if any is known, and whether it was (also) loaded from a local checkpoint.
 
-    Candidates, first Hub id wins: the adapter's ``base_model_name_or_path``, the model's ``_name_or_path``,
+    Candidates, first Hub id wins: the adapter's ``base_model_name_or_path``, the model config's ``name_or_path``,
     the report's ``model_id`` (which names the bundled model by its id wherever it is installed).
     """
     candidates = []
@@ -197,7 +197,7 @@ def base_model_of(config: Any, model: Any, report: PlasticityReport | None) -> t
         candidates.append(getattr(config, "base_model_name_or_path", None))
     if model is not None:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        candidates.append(getattr(getattr(base, "config", None), "_name_or_path", None))
+        candidates.append(getattr(getattr(base, "config", None), "name_or_path", None))
     if report is not None:
         candidates.append(report.model.get("model_id"))
     candidates = [c for c in candidates if isinstance(c, str) and c]
