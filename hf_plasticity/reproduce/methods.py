@@ -20,7 +20,6 @@ from ..errors import InvalidInputError
 from ..models import BUNDLED, load_model
 from ..report.report import PlasticityReport
 from ..tuner import PlasticityConfig, select_modules
-from .pareto import DESCRIPTIONS as PARETO_DESCRIPTIONS
 from .pareto import PARETO_METHODS
 
 LORA_RANK = 16
@@ -62,7 +61,7 @@ class ResolvedMethod:
         return {
             "kind": self.kind,
             "run_key": self.run_key,
-            "description": DESCRIPTIONS.get(self.name) or PARETO_DESCRIPTIONS[self.name],
+            "description": DESCRIPTIONS.get(self.name) or PARETO_METHODS[self.name].description,
             "config": {k: v for k, v in self.plasticity.items() if k != "scores"},
             "score_source": (self.plasticity.get("scores") or {}).get("report", {}).get("protocol", "theory")
             if self.kind == "plasticity"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -21,65 +22,239 @@ from ..errors import InvalidInputError
 from ..report.report import PlasticityReport
 
 B2_SHARE = 0.12
-PEER_KINDS = ("lora_qv", "lora_all", "adalora", "eva", "kappa", "ln_tuning", "linear", "full")
-"""Method families that are not plasticity's: the best of them per budget is "the best peer"."""
-
-PARETO_METHODS: dict[str, dict[str, Any]] = {
-    # name: budget, family, protocol (plasticity options only), description
-    "b1_plora_in_situ": {"budget": "B1", "family": "plora", "protocol": "in_situ"},
-    "b1_plora_flat": {"budget": "B1", "family": "plora", "protocol": "in_situ", "exponent": 0.5},
-    "b1_plora_shared": {"budget": "B1", "family": "plora", "protocol": "shared"},
-    "lora": {"budget": "B1", "family": "lora_qv"},
-    "b1_lora_all": {"budget": "B1", "family": "lora_all"},
-    "b1_adalora": {"budget": "B1", "family": "adalora"},
-    "b1_eva": {"budget": "B1", "family": "eva"},
-    "b1_kappa": {"budget": "B1", "family": "kappa"},
-    "b2_plora_in_situ": {"budget": "B2", "family": "plora", "protocol": "in_situ"},
-    "b2_plora_flat": {"budget": "B2", "family": "plora", "protocol": "in_situ", "exponent": 0.5},
-    "b2_budget_in_situ": {"budget": "B2", "family": "budget", "protocol": "in_situ"},
-    "b2_budget_shared": {"budget": "B2", "family": "budget", "protocol": "shared"},
-    "b2_lora_qv": {"budget": "B2", "family": "lora_qv"},
-    "b2_lora_all": {"budget": "B2", "family": "lora_all"},
-    "b2_adalora": {"budget": "B2", "family": "adalora"},
-    "mha": {"budget": "B3", "family": "default"},
-    "b3_budget_in_situ": {"budget": "B3", "family": "budget", "protocol": "in_situ"},
-    "b3_lora_all": {"budget": "B3", "family": "lora_all"},
-    "b4_top2": {"budget": "B4", "family": "default", "top_k": 2},
-    "b4_budget_in_situ": {"budget": "B4", "family": "budget", "protocol": "in_situ"},
-    "full": {"budget": "full", "family": "full"},
-    "ln_tuning": {"budget": "LN", "family": "ln_tuning"},
-    "linear": {"budget": "head", "family": "linear"},
-}
 BUDGETS = ("head", "LN", "B1", "B2", "B3", "B4", "full")
+PLASTICITY_FAMILIES = ("plora", "budget", "default")
+"""The package's own options; every other family is a peer, and the best of them per budget is "the best peer"."""
 
-DESCRIPTIONS: dict[str, str] = {
-    "b1_plora_in_situ": "plasticity_lora_config(in-situ report, budget=B1): ranks ∝ per-module score",
-    "b1_plora_flat": "plasticity_lora_config(in-situ report, budget=B1, exponent=0.5): ranks ∝ sqrt(score)",
-    "b1_plora_shared": "plasticity_lora_config(shared report, budget=B1)",
-    "b1_lora_all": "PEFT LoRA on every linear of every block, rank matched to B1",
-    "b1_adalora": (
-        "PEFT AdaLoRA on every linear: final budget target_r = B1's matched rank, init_r = 1.5 x target_r, ranks "
-        "pruned by sensitivity over steps 10%-80% (update_and_allocate after every optimizer step)"
-    ),
-    "b1_eva": "PEFT LoRA with EVA init (EvaConfig(rho=2), ranks redistributed from activations) on every linear, B1",
-    "b1_kappa": "KappaTune targets (peft.helpers.find_kappa_target_modules, top_p=0.25) + LoRA, rank matched to B1",
-    "b2_plora_in_situ": "plasticity_lora_config(in-situ report, budget=B2)",
-    "b2_plora_flat": "plasticity_lora_config(in-situ report, budget=B2, exponent=0.5)",
-    "b2_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B2): whole modules, per (layer, component)",
-    "b2_budget_shared": "PlasticityConfig(scores=shared report, budget=B2)",
-    "b2_lora_qv": "PEFT LoRA on q, v, rank matched to B2",
-    "b2_lora_all": "PEFT LoRA on every linear, rank matched to B2",
-    "b2_adalora": "PEFT AdaLoRA on every linear, final budget matched to B2 (as b1_adalora)",
-    "b3_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B3)",
-    "b3_lora_all": "PEFT LoRA on every linear, rank matched to B3",
-    "b4_top2": "PlasticityConfig(top_k=2): the two least smooth component types in every layer (attention, fc1)",
-    "b4_budget_in_situ": "PlasticityConfig(scores=in-situ report, budget=B4): whole modules, per (layer, component)",
-    "ln_tuning": "PEFT LNTuningConfig on every LayerNorm (+ head)",
+
+@dataclass(frozen=True)
+class Rates:
+    """A learning-rate grid of the committed run: methods sharing one are asked it together."""
+
+    optimizer: str
+    lrs: tuple[float, ...]
+    select_on: str | None = None  # choose the rate on this task alone (a method the leaders dominate)
+    grid_only: bool = False  # the grid alone: the evidence for pruning the method
+
+
+LORA_RATES = (3e-3, 1e-2, 3e-2)  # a LoRA-type method's best rate is about 10x a whole module's
+WHOLE_RATES = (3e-4, 1e-3, 3e-3, 1e-2)
+ADAMW_LORA_LEAD = Rates("adamw", LORA_RATES)
+ADAMW_WHOLE_LEAD = Rates("adamw", WHOLE_RATES)
+ADAMW_LORA_REST = Rates("adamw", LORA_RATES, select_on="digits")
+ADAMW_WHOLE_REST = Rates("adamw", WHOLE_RATES, select_on="digits")
+ADAMW_WIDE = Rates("adamw", (*LORA_RATES, 0.1), select_on="digits")  # AdaLoRA, LN tuning chose 3e-2, the top
+SGD_LORA_LEAD = Rates("sgd", (0.03, 0.1, 0.3))
+SGD_MAIN = Rates("sgd", (0.003, 0.01, 0.03, 0.1, 0.3))  # the main run's grid: its cached runs are reused
+ADAMW_WHOLE_GRID = Rates("adamw", WHOLE_RATES, select_on="digits", grid_only=True)
+RATE_PLANS = (
+    ADAMW_LORA_LEAD,
+    ADAMW_WHOLE_LEAD,
+    ADAMW_LORA_REST,
+    ADAMW_WHOLE_REST,
+    ADAMW_WIDE,
+    SGD_LORA_LEAD,
+    SGD_MAIN,
+    ADAMW_WHOLE_GRID,
+)
+"""In order of the question's weight, so a run cut short has answered the first ones."""
+
+
+@dataclass(frozen=True)
+class ParetoMethod:
+    """Everything the experiment knows of one method: a new peer is one more record in :data:`PARETO_METHODS`.
+
+    ``run_order`` places the method in the committed run (leaders first); ``rates`` are the grids it runs.
+    A method with an empty ``description`` is the main run's method of that name, trained as that run trains it
+    (so its cached runs are shared), and described there.
+    """
+
+    name: str
+    budget: str
+    family: str
+    description: str = ""
+    protocol: str | None = None  # which measured report a plasticity option reads
+    exponent: float = 1.0  # plasticity LoRA: ranks ∝ score ** exponent
+    top_k: int | None = None
+    rates: tuple[Rates, ...] = ()
+    run_order: int = 0
+
+    @property
+    def plasticity(self) -> bool:
+        return self.family in PLASTICITY_FAMILIES
+
+
+_ADALORA = (
+    "PEFT AdaLoRA on every linear: final budget target_r = B1's matched rank, init_r = 1.5 x target_r, ranks "
+    "pruned by sensitivity over steps 10%-80% (update_and_allocate after every optimizer step)"
+)
+_M = ParetoMethod
+PARETO_METHODS: dict[str, ParetoMethod] = {
+    m.name: m
+    for m in (
+        _M(
+            "b1_plora_in_situ",
+            "B1",
+            "plora",
+            "plasticity_lora_config(in-situ report, budget=B1): ranks ∝ per-module score",
+            protocol="in_situ",
+            rates=(ADAMW_LORA_LEAD, SGD_LORA_LEAD),
+            run_order=1,
+        ),
+        _M(
+            "b1_plora_flat",
+            "B1",
+            "plora",
+            "plasticity_lora_config(in-situ report, budget=B1, exponent=0.5): ranks ∝ sqrt(score)",
+            protocol="in_situ",
+            exponent=0.5,
+            rates=(ADAMW_LORA_REST,),
+            run_order=9,
+        ),
+        _M(
+            "b1_plora_shared",
+            "B1",
+            "plora",
+            "plasticity_lora_config(shared report, budget=B1)",
+            protocol="shared",
+            rates=(ADAMW_LORA_REST,),
+            run_order=10,
+        ),
+        _M("lora", "B1", "lora_qv", rates=(ADAMW_LORA_REST, SGD_MAIN), run_order=11),
+        _M(
+            "b1_lora_all",
+            "B1",
+            "lora_all",
+            "PEFT LoRA on every linear of every block, rank matched to B1",
+            rates=(ADAMW_LORA_LEAD, SGD_LORA_LEAD),
+            run_order=2,
+        ),
+        _M("b1_adalora", "B1", "adalora", _ADALORA, rates=(ADAMW_WIDE,), run_order=17),
+        _M(
+            "b1_eva",
+            "B1",
+            "eva",
+            "PEFT LoRA with EVA init (EvaConfig(rho=2), ranks redistributed from activations) on every linear, B1",
+            rates=(ADAMW_LORA_REST,),
+            run_order=13,
+        ),
+        _M(
+            "b1_kappa",
+            "B1",
+            "kappa",
+            "KappaTune targets (peft.helpers.find_kappa_target_modules, top_p=0.25) + LoRA, rank matched to B1",
+            rates=(ADAMW_LORA_REST,),
+            run_order=14,
+        ),
+        _M(
+            "b2_plora_in_situ",
+            "B2",
+            "plora",
+            "plasticity_lora_config(in-situ report, budget=B2)",
+            protocol="in_situ",
+            rates=(ADAMW_LORA_LEAD, SGD_LORA_LEAD),
+            run_order=3,
+        ),
+        _M(
+            "b2_plora_flat",
+            "B2",
+            "plora",
+            "plasticity_lora_config(in-situ report, budget=B2, exponent=0.5)",
+            protocol="in_situ",
+            exponent=0.5,
+            rates=(ADAMW_LORA_REST,),
+            run_order=12,
+        ),
+        _M(
+            "b2_budget_in_situ",
+            "B2",
+            "budget",
+            "PlasticityConfig(scores=in-situ report, budget=B2): whole modules, per (layer, component)",
+            protocol="in_situ",
+            rates=(ADAMW_WHOLE_LEAD,),
+            run_order=5,
+        ),
+        _M(
+            "b2_budget_shared",
+            "B2",
+            "budget",
+            "PlasticityConfig(scores=shared report, budget=B2)",
+            protocol="shared",
+            rates=(ADAMW_WHOLE_GRID,),
+            run_order=20,
+        ),
+        _M("b2_lora_qv", "B2", "lora_qv", "PEFT LoRA on q, v, rank matched to B2"),
+        _M(
+            "b2_lora_all",
+            "B2",
+            "lora_all",
+            "PEFT LoRA on every linear, rank matched to B2",
+            rates=(ADAMW_LORA_LEAD, SGD_LORA_LEAD),
+            run_order=4,
+        ),
+        _M(
+            "b2_adalora",
+            "B2",
+            "adalora",
+            "PEFT AdaLoRA on every linear, final budget matched to B2 (as b1_adalora)",
+            rates=(ADAMW_WIDE,),
+            run_order=18,
+        ),
+        _M("mha", "B3", "default", rates=(ADAMW_WHOLE_LEAD, SGD_MAIN), run_order=6),
+        _M(
+            "b3_budget_in_situ",
+            "B3",
+            "budget",
+            "PlasticityConfig(scores=in-situ report, budget=B3)",
+            protocol="in_situ",
+            rates=(ADAMW_WHOLE_REST,),
+            run_order=15,
+        ),
+        _M("b3_lora_all", "B3", "lora_all", "PEFT LoRA on every linear, rank matched to B3"),
+        _M(
+            "b4_top2",
+            "B4",
+            "default",
+            "PlasticityConfig(top_k=2): the two least smooth component types in every layer (attention, fc1)",
+            top_k=2,
+            rates=(ADAMW_WHOLE_LEAD,),
+            run_order=7,
+        ),
+        _M(
+            "b4_budget_in_situ",
+            "B4",
+            "budget",
+            "PlasticityConfig(scores=in-situ report, budget=B4): whole modules, per (layer, component)",
+            protocol="in_situ",
+            rates=(ADAMW_WHOLE_REST,),
+            run_order=16,
+        ),
+        _M("full", "full", "full", rates=(ADAMW_WHOLE_LEAD, SGD_MAIN), run_order=8),
+        _M(
+            "ln_tuning",
+            "LN",
+            "ln_tuning",
+            "PEFT LNTuningConfig on every LayerNorm (+ head)",
+            rates=(ADAMW_WIDE,),
+            run_order=19,
+        ),
+        _M("linear", "head", "linear", rates=(SGD_MAIN,), run_order=0),
+    )
 }
+"""The order of the results' tables; ``b2_lora_qv`` and ``b3_lora_all`` are defined but not in the committed run."""
+
+
+def committed_run() -> tuple[tuple[str, ...], tuple[tuple[Rates, tuple[str, ...]], ...]]:
+    """The committed run's methods (in ``run_order``; the head-only reference, which every gain is relative to,
+    closes the list) and each grid of :data:`RATE_PLANS` with the methods that run it."""
+    ranked = sorted((m for m in PARETO_METHODS.values() if m.rates), key=lambda m: m.run_order)
+    names = tuple(m.name for m in ranked)
+    methods = (*(n for n in names if n != "linear"), "linear")
+    return methods, tuple((plan, tuple(m.name for m in ranked if plan in m.rates)) for plan in RATE_PLANS)
 
 
 def is_pareto_method(name: str) -> bool:
-    return name in PARETO_METHODS and name not in ("lora", "mha", "full", "linear")
+    return name in PARETO_METHODS and bool(PARETO_METHODS[name].description)
 
 
 def budget_shares(model: nn.Module, lora_share: float) -> dict[str, float]:
@@ -105,8 +280,8 @@ def resolve_pareto(
     from ..tuner.selection import base_parameter_count
 
     info = PARETO_METHODS[name]
-    family = info["family"]
-    share = shares.get(info["budget"], math.nan)
+    family = info.family
+    share = shares.get(info.budget, math.nan)
     resolved = resolve_components(model)
     heads = resolved.head_paths()
     total = base_parameter_count(model)
@@ -117,15 +292,15 @@ def resolve_pareto(
         if isinstance(module, nn.Linear) and path.startswith(resolved.layer_path(0).rsplit(".", 1)[0] + ".")
     }
     if family == "budget":
-        kwargs: dict[str, Any] = {"scores": reports[info["protocol"]], "budget": share}
+        kwargs: dict[str, Any] = {"scores": reports[str(info.protocol)], "budget": share}
         config = PlasticityConfig(**kwargs)
         modules = select_modules(model, config).modules
         return "plasticity", {"budget": share, "scores": config.resolved_scores()}, modules
     if family == "default":  # the theoretical ranking's top_k component types, in every layer
-        config = PlasticityConfig(top_k=info["top_k"])
-        return "plasticity", {"top_k": info["top_k"]}, select_modules(model, config).modules
+        config = PlasticityConfig(top_k=info.top_k)
+        return "plasticity", {"top_k": info.top_k}, select_modules(model, config).modules
     if family == "plora":
-        plan = allocate_ranks(reports[info["protocol"]], model, budget=share, exponent=info.get("exponent", 1.0))
+        plan = allocate_ranks(reports[str(info.protocol)], model, budget=share, exponent=info.exponent)
         ranks = {p: r for p, r in plan["ranks"].items() if r > 0}
         top = max(ranks.values())
         spec = {
@@ -230,4 +405,4 @@ def _tokens(layer_input: Any, model_input: Any, layer_name: str) -> Any:
 
 def is_plasticity(name: str) -> bool:
     """The package's own options (the default ``PlasticityConfig()`` included), against PEFT's peers."""
-    return PARETO_METHODS[name]["family"] in ("plora", "budget", "default")
+    return PARETO_METHODS[name].plasticity

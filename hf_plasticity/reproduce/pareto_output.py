@@ -29,8 +29,8 @@ def analyse_pareto(results: dict[str, Any]) -> dict[str, Any]:
                 continue
             pooled = [a for t in ran for a in cells[t][name]["test_accuracy"]]
             table[name] = {
-                "budget": info["budget"],
-                "family": info["family"],
+                "budget": info.budget,
+                "family": info.family,
                 "plasticity": is_plasticity(name),
                 "tasks": ran,
                 "mean": sum(cells[t][name]["mean"] for t in ran) / len(ran),
@@ -237,11 +237,15 @@ def _pruned_lines(doc: dict[str, Any]) -> list[str]:
     for (optimizer, task, name), (acc, lr) in sorted(best.items()):
         if name not in pruned:
             continue
-        budget = PARETO_METHODS[name]["budget"]
+        budget = PARETO_METHODS[name].budget
         others = [
             (a, r, n)
             for (o, t, n), (a, r) in best.items()
-            if o == optimizer and t == task and n not in pruned and PARETO_METHODS.get(n, {}).get("budget") == budget
+            if o == optimizer
+            and t == task
+            and n not in pruned
+            and n in PARETO_METHODS
+            and PARETO_METHODS[n].budget == budget
         ]
         top = max(others, default=None)
         against = f"{100 * top[0]:.1f} ({top[2]}, {top[1]})" if top else "–"

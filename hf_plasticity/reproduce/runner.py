@@ -122,25 +122,14 @@ class ExperimentSpec:
         runs (head, LoRA r=16, attention, full finetuning; its 5-point grid, per task).
         """
 
-        lora_rates = (3e-3, 1e-2, 3e-2)
-        whole_rates = (3e-4, 1e-3, 3e-3, 1e-2)
-        lora_leaders = ("b1_plora_in_situ", "b1_lora_all", "b2_plora_in_situ", "b2_lora_all")
-        whole_leaders = ("b2_budget_in_situ", "mha", "b4_top2", "full")
-        lora_rest = ("b1_plora_flat", "b1_plora_shared", "lora", "b2_plora_flat", "b1_eva", "b1_kappa")
-        whole_rest = ("b3_budget_in_situ", "b4_budget_in_situ")
-        wide = ("b1_adalora", "b2_adalora", "ln_tuning")
-        shared = ("b2_budget_shared",)
+        from .pareto import committed_run  # each method's grids live in its record there
+
+        methods, grids = committed_run()
         return cls(
-            methods=(*lora_leaders, *whole_leaders, *lora_rest, *whole_rest, *wide, *shared, "linear"),
-            optimizers=(  # in order of the question's weight, so a run cut short has answered the first ones
-                OptimizerPlan("adamw", lora_rates, methods=lora_leaders),
-                OptimizerPlan("adamw", whole_rates, methods=whole_leaders),
-                OptimizerPlan("adamw", lora_rates, methods=lora_rest, select_on="digits"),
-                OptimizerPlan("adamw", whole_rates, methods=whole_rest, select_on="digits"),
-                OptimizerPlan("adamw", (*lora_rates, 0.1), methods=wide, select_on="digits"),
-                OptimizerPlan("sgd", (0.03, 0.1, 0.3), methods=lora_leaders),
-                OptimizerPlan("sgd", (0.003, 0.01, 0.03, 0.1, 0.3), methods=("linear", "mha", "full", "lora")),
-                OptimizerPlan("adamw", whole_rates, methods=shared, select_on="digits", grid_only=True),
+            methods=methods,
+            optimizers=tuple(
+                OptimizerPlan(g.optimizer, g.lrs, methods=names, select_on=g.select_on, grid_only=g.grid_only)
+                for g, names in grids
             ),
             train=TrainProtocol(steps=120, batch_size=32),
             workers=workers,
