@@ -67,7 +67,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
     from .integrations.peft_hooks import install_peft_hooks as install_peft_hooks
     from .measure import measure_plasticity
     from .report import ComponentStat, PlasticityReport
-    from .tuner import PlasticityConfig, PlasticityModel, load_adapter, plasticity_lora_config, select_modules
+    from .tuner import (
+        PlasticityConfig,
+        PlasticityModel,
+        find_plasticity_target_modules,
+        find_plasticity_trainable_modules,
+        load_adapter,
+        plasticity_lora_config,
+        select_modules,
+    )
 
 # public name -> the module (relative to this package) that defines it
 _LAZY = {
@@ -97,7 +105,16 @@ _LAZY = {
     "measure_plasticity": "measure",
     **dict.fromkeys(["ComponentStat", "PlasticityReport"], "report"),
     **dict.fromkeys(
-        ["PlasticityConfig", "PlasticityModel", "load_adapter", "plasticity_lora_config", "select_modules"], "tuner"
+        [
+            "PlasticityConfig",
+            "PlasticityModel",
+            "find_plasticity_target_modules",
+            "find_plasticity_trainable_modules",
+            "load_adapter",
+            "plasticity_lora_config",
+            "select_modules",
+        ],
+        "tuner",
     ),
 }
 _SUBMODULES = (
@@ -235,6 +252,8 @@ __all__ = [
     "attach_report",
     "build_model_card",
     "export_merged",
+    "find_plasticity_target_modules",
+    "find_plasticity_trainable_modules",
     "get_component_map",
     "load_adapter",
     "measure_plasticity",
