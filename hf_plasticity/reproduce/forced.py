@@ -278,7 +278,7 @@ def _job(g: _Group, seed: int, lr: float, spec: ForcedSpec, out: Path) -> RunJob
 
 
 def run(spec: ForcedSpec, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the benchmark, write ``results.json`` and ``results.md``, and return the results."""
+    """Run (or resume) the benchmark, write ``results.json`` and ``tables.md``, and return the results."""
     spec.validate()
     out = Path(out_dir)
     started = time.perf_counter()
@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec.cached_only = args.cached_only
     torch.set_num_threads(1)
     results = run(spec, args.output_dir, progress=not args.no_progress)
-    print(f"{len(results['runs'])} runs summarised, {results['not_run']} not run yet: {args.output_dir}/results.md")
+    print(f"{len(results['runs'])} runs summarised, {results['not_run']} not run yet: {args.output_dir}/tables.md")
     return 0
 
 

@@ -155,7 +155,7 @@ def _headline(summary: dict[str, Any]) -> dict[str, Any]:
 def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=float))
-    atomic_write_text(out / "results.md", markdown(results))
+    atomic_write_text(out / "tables.md", markdown(results))  # results.md holds the discussion beside them
 
 
 def _pct(value: Any) -> str:
