@@ -156,6 +156,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=float))
     atomic_write_text(out / "tables.md", markdown(results))  # results.md holds the discussion beside them
+    figure(results, out / "blocks.png")
 
 
 def _pct(value: Any) -> str:
@@ -232,3 +233,33 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _depth(per_task: dict[str, Any]) -> int:
     return max((len(s["oracle"]) for s in per_task.values()), default=0)
+
+
+def figure(results: dict[str, Any], path: Path) -> None:
+    """Single-block test accuracy per block and task (mean ± seed std), plasticity's choice marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = {s: v for s, v in results["summary"].items() if s != "headline"}
+    fig, axes = plt.subplots(1, len(summary), figsize=(6 * len(summary), 4), squeeze=False)
+    for ax, (source, per_task) in zip(axes[0], summary.items(), strict=True):
+        for task, s in per_task.items():
+            cells = [c for c in s["oracle"].values()]
+            if any(c is None for c in cells):
+                continue
+            x = np.arange(len(cells))
+            y = np.array([100 * c["test_accuracy"] for c in cells])
+            err = np.array([100 * c["std"] for c in cells])
+            (line,) = ax.plot(x, y, marker="o", label=task)
+            ax.fill_between(x, y - err, y + err, alpha=0.15, color=line.get_color())
+            pick = results["choices"][source][task]["choices"].get("blocks1", {}).get(PLASTICITY)
+            if pick:
+                i = int(pick.split(":")[1])
+                ax.scatter([i], [y[i]], s=160, facecolors="none", edgecolors=line.get_color())
+        ax.set(xlabel="trained block", ylabel="test accuracy (%)", title=f"{source}: one block (circle: plasticity)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
