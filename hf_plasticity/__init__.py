@@ -38,7 +38,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (the advertised names); __g
     from .integrations.training import finetune
     from .measure import measure_plasticity
     from .report import PlasticityReport
-    from .tuner import PlasticityConfig, allocate_ranks, load_adapter, plasticity_lora_config
+    from .tuner import (
+        PlasticityConfig,
+        allocate_ranks,
+        find_plasticity_target_modules,
+        find_plasticity_trainable_modules,
+        load_adapter,
+        plasticity_lora_config,
+    )
 
 # name -> the module (relative to this package) that defines it. Beyond ``__all__``, the names code written
 # against earlier versions imports from here still resolve at run time: every error and warning (whose home, and
@@ -77,6 +84,8 @@ _LAZY = {
             "PlasticityConfig",
             "PlasticityModel",
             "allocate_ranks",
+            "find_plasticity_target_modules",
+            "find_plasticity_trainable_modules",
             "load_adapter",
             "plasticity_lora_config",
             "select_modules",
@@ -201,6 +210,8 @@ __all__ = [
     "attach_report",
     "build_model_card",
     "export_merged",
+    "find_plasticity_target_modules",
+    "find_plasticity_trainable_modules",
     "finetune",
     "load_adapter",
     "measure_plasticity",

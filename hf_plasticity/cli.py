@@ -110,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_run_show)
 
     _add_card_command(sub)
+    _add_select_command(sub)
 
     ls = sub.add_parser("list", help="list supported model types, components and bundled data sets")
     ls.set_defaults(run=_run_list)
@@ -388,6 +389,56 @@ def _run_card(args: argparse.Namespace) -> int:
             revision=args.revision,
         )
         print(f"pushed to {info.commit_url}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ select
+def _add_select_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "select",
+        help="write plasticity-guided targets as JSON: LoRA kwargs for peft.LoraConfig, or modules/blocks to train",
+        description="From a saved report, choose what to train and write it as JSON: with --unit linear, keyword "
+        "arguments of peft.LoraConfig (LoraConfig(**json.load(f))); with --unit module or block, the modules to "
+        "train at full rank, the head(s) and a regex of the parameter names to unfreeze.",
+    )
+    p.add_argument("--report", required=True, type=Path, help="a report written by `hf-plasticity measure`")
+    p.add_argument("--model", default="bundled", help="the model the report measured (Hub id, folder, 'bundled')")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--top-p", "--top_p", dest="top_p", type=float, help="fraction kept: max(1, floor(N * p))")
+    how.add_argument("--num-modules", "--num_modules", dest="num_modules", type=int, help="number kept")
+    how.add_argument("--budget", type=float, help="LoRA only: ranks filling this share of the parameters")
+    p.add_argument("--unit", choices=["linear", "module", "block"], default="linear", help="default: linear (LoRA)")
+    p.add_argument("--r", type=int, default=8, help="LoRA rank (and lora_alpha) for --top-p/--num-modules")
+    p.add_argument("--output", required=True, type=Path, help="the JSON file to write")
+    p.set_defaults(run=_run_select)
+
+
+def _run_select(args: argparse.Namespace) -> int:
+    import json
+
+    from .errors import InvalidInputError
+    from .io import atomic_write_text
+    from .models import load_model
+    from .tuner.targets import find_plasticity_target_modules, find_plasticity_trainable_modules
+
+    check_output_paths({"--output": args.output}, inputs=[args.report, args.model])
+    if args.unit != "linear" and args.budget is not None:
+        raise InvalidInputError("--budget allocates LoRA ranks: use it with --unit linear, or pass --top-p")
+    if args.r < 1:
+        raise InvalidInputError(f"--r {args.r} must be a positive rank")
+    model = load_model(args.model)
+    rule = {k: getattr(args, k) for k in ("top_p", "num_modules", "budget") if getattr(args, k) is not None}
+    if args.unit == "linear":
+        found = find_plasticity_target_modules(model, args.report, **rule)
+        if "rank_pattern" not in found:
+            found = {**found, "r": args.r, "lora_alpha": args.r}
+    else:
+        found = find_plasticity_trainable_modules(model, args.report, blocks=args.unit == "block", **rule)
+    atomic_write_text(args.output, json.dumps(found, indent=1) + "\n")
+    chosen = found.get("target_modules") or found.get("modules") or []
+    more = " ..." if len(chosen) > 4 else ""
+    print(f"{len(chosen)} {args.unit}(s) chosen, most plastic first: {', '.join(chosen[:4])}{more}")
+    print(f"wrote {args.output}")
     return 0
 
 

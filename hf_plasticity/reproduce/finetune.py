@@ -52,6 +52,8 @@ class RunJob:
     lr: float
     protocol: TrainProtocol
     cache: str
+    source: str | None = None  # the pretrained model (None: the bundled ViT)
+    forgetting: bool = False  # also score the source task with the source's own head put back (``.forgetting``)
 
     def describe(self) -> str:
         return f"{self.task} {self.optimizer} {self.method.name} seed={self.seed} lr={self.lr:g}"
@@ -66,6 +68,22 @@ def cached_result(job: RunJob) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None  # a damaged cache entry is retrained, never trusted
+
+
+def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al., 2017): over equal-width bins of the top softmax probability, the sample-weighted mean
+    of |accuracy - mean confidence|; the paper's calibration claim is read on this."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    confidence = probs.max(axis=-1)
+    correct = (probs.argmax(axis=-1) == labels).astype(np.float64)
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)  # bin b: (b/bins, (b+1)/bins]
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.sum() / len(labels) * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
 
 
 def _rank_allocation_callback() -> Any:
@@ -93,13 +111,14 @@ def run_job(job: RunJob, task: Task) -> dict[str, Any]:
     # once the heap is frozen) leaves it only this run's objects to walk.
     gc.collect()
     gc.freeze()
-    model = build_trainable(job.method, task.num_labels, job.seed, task, steps=job.protocol.steps)
+    model = build_trainable(job.method, task.num_labels, job.seed, task, steps=job.protocol.steps, source=job.source)
     trainable, total = count_parameters(model)
     metric = load_metric("accuracy")
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
         logits, labels = prediction
-        return metric.compute(predictions=np.argmax(logits, axis=-1), references=labels)
+        scores = metric.compute(predictions=np.argmax(logits, axis=-1), references=labels)
+        return {**scores, "ece": expected_calibration_error(logits, labels)}
 
     p = job.protocol
     with tempfile.TemporaryDirectory(prefix="hf-plasticity-run-") as tmp:
@@ -135,6 +154,11 @@ def run_job(job: RunJob, task: Task) -> dict[str, Any]:
             trainer.add_callback(_rank_allocation_callback())
         train_out = trainer.train()
         scores = trainer.evaluate(eval_dataset={"val": task.split("val"), "test": task.split("test")})
+    extra: dict[str, Any] = {}
+    if job.forgetting:
+        from .forgetting import source_task_accuracy
+
+        extra["source_accuracy"] = source_task_accuracy(model, job.source)
     runtime = float(train_out.metrics["train_runtime"])
     result = {
         "task": job.task,
@@ -147,12 +171,15 @@ def run_job(job: RunJob, task: Task) -> dict[str, Any]:
         "protocol": asdict(p),
         "val_accuracy": float(scores["eval_val_accuracy"]),
         "test_accuracy": float(scores["eval_test_accuracy"]),
+        "test_ece": float(scores["eval_test_ece"]),
+        **extra,
         "train_loss": float(train_out.training_loss),
         "trainable": trainable,
         "total": total,
         "train_seconds": runtime,
         "s_per_step": runtime / p.steps,
         "threads": torch.get_num_threads(),
+        **({"source": job.source} if job.source else {}),
     }
     atomic_write_text(job.cache, json.dumps(result, indent=1))
     return result

@@ -52,7 +52,7 @@ class ResolvedMethod:
     """A method turned into what a run trains; ``run_key`` identifies the training, whatever the name."""
 
     name: str
-    kind: str  # "linear" | "full" | "lora" | "plasticity"
+    kind: str  # "linear" | "full" | "lora" | "plasticity" | "peft" | "modules" (selected_modules trained whole)
     run_key: str
     plasticity: dict[str, Any] = field(default_factory=dict)  # PlasticityConfig kwargs, or a PEFT spec (JSON-ready)
     selected_modules: list[str] = field(default_factory=list)
@@ -83,8 +83,8 @@ def lora_config() -> Any:
     )
 
 
-def base_model(num_labels: int, seed: int) -> nn.Module:
-    """The bundled ViT with a fresh ``num_labels`` head, initialised from ``seed``."""
+def base_model(num_labels: int, seed: int, source: str | None = None) -> nn.Module:
+    """The source model (default: the bundled ViT) with a fresh ``num_labels`` head, initialised from ``seed``."""
     from transformers import logging as hf_logging
 
     torch.manual_seed(seed)
@@ -92,24 +92,27 @@ def base_model(num_labels: int, seed: int) -> nn.Module:
     hf_logging.set_verbosity_error()  # the expected "newly initialised head" notice, once per run
     hf_logging.disable_progress_bar()
     try:
-        return load_model(BUNDLED, num_labels=num_labels, ignore_mismatched_sizes=True)
+        return load_model(source or BUNDLED, num_labels=num_labels, ignore_mismatched_sizes=True)
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
 
 
-def build_trainable(method: ResolvedMethod, num_labels: int, seed: int, task: Any = None, steps: int = 0) -> nn.Module:
-    """The model a run trains: base weights, fresh head, and only the method's parameters trainable.
+def build_trainable(
+    method: ResolvedMethod, num_labels: int, seed: int, task: Any = None, steps: int = 0, source: str | None = None
+) -> nn.Module:
+    """The model a run trains: source weights, fresh head, and only the method's parameters trainable.
 
     ``task`` (its train split) is read only by methods initialised from data (EVA), ``steps`` only by methods
-    with a schedule of their own (AdaLoRA).
+    with a schedule of their own (AdaLoRA); ``source`` is the pretrained model (default: the bundled ViT).
     """
-    model = base_model(num_labels, seed)
+    model = base_model(num_labels, seed, source)
     if method.kind == "full":
         return model
-    if method.kind == "linear":
+    if method.kind in ("linear", "modules"):
+        trained = ("classifier", *(method.selected_modules if method.kind == "modules" else ()))
         for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("classifier."))
+            p.requires_grad_(any(name.startswith(prefix + ".") for prefix in trained))
         return model
     from peft import get_peft_model
 

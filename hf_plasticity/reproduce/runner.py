@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..errors import InvalidInputError
 from .finetune import OPTIMIZERS, RunJob, TrainProtocol, cached_result, run_job
 from .methods import ALL_METHODS, DESCRIPTIONS, METHODS, ResolvedMethod, base_model, lora_share, resolve_methods
-from .tasks import TASKS, Task, prepare_task
+from .tasks import PAPER_TASKS, TASKS, Task, prepare_task
 
 SEEDS = (0, 42, 3407)
 PROTOCOLS: tuple[Literal["shared", "in_situ"], ...] = ("shared", "in_situ")
@@ -54,7 +54,7 @@ class OptimizerPlan:
 class ExperimentSpec:
     """Everything that defines a reproduction run; ``quick()`` and ``full()`` are the two documented ones."""
 
-    tasks: tuple[str, ...] = tuple(TASKS)
+    tasks: tuple[str, ...] = PAPER_TASKS
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = SEEDS
     optimizers: tuple[OptimizerPlan, ...] = ()

@@ -16,7 +16,13 @@ import datasets
 import numpy as np
 import torch
 
-from ..data.loaders import arrays_to_dataset, load_digits_dataset, load_mnist5k, read_fashion_mnist_sample_arrays
+from ..data.loaders import (
+    FASHION_MNIST_CLASSES,
+    arrays_to_dataset,
+    load_digits_dataset,
+    load_mnist5k,
+    read_fashion_mnist_sample_arrays,
+)
 from ..errors import InvalidInputError
 
 SPLIT_SEED = 0
@@ -49,6 +55,72 @@ def load_fashion_rot4() -> datasets.Dataset:
     )
 
 
+CORRUPTIONS = ("noise", "blur", "invert")
+COARSE_CLASSES = ("upper body", "legs and dresses", "footwear", "bag")
+COARSE_OF = (0, 1, 0, 1, 0, 2, 0, 2, 3, 2)
+"""Garment class -> coarse group: T-shirt, pullover, coat, shirt are upper body; trouser and dress cover the legs;
+sandal, sneaker, ankle boot are footwear; bag stays alone."""
+
+
+def corrupt(images: np.ndarray, kind: str, seed: int = SPLIT_SEED) -> np.ndarray:
+    """A Fashion-MNIST-C corruption of uint8 28x28 images, deterministic given ``seed``.
+
+    ``noise``: additive Gaussian noise of std 0.4 (in [0, 1] units), clipped; ``blur``: a Gaussian blur of
+    std 1.5 pixels; ``invert``: contrast inversion (255 - x), the strongest input shift, with no information lost.
+    """
+    x = images.astype(np.float64) / 255.0
+    if kind == "noise":
+        x = x + np.random.default_rng(seed).normal(0.0, 0.4, size=x.shape)
+    elif kind == "blur":
+        from scipy.ndimage import gaussian_filter
+
+        x = np.stack([gaussian_filter(img, sigma=1.5, mode="constant") for img in x])
+    elif kind == "invert":
+        x = 1.0 - x
+    else:
+        raise InvalidInputError(f"unknown corruption {kind!r}; choose from {CORRUPTIONS}")
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _fashion_corrupted(kind: str) -> Callable[[], datasets.Dataset]:
+    def load() -> datasets.Dataset:
+        images, labels = read_fashion_mnist_sample_arrays()
+        return arrays_to_dataset(
+            corrupt(images, kind),
+            labels,
+            FASHION_MNIST_CLASSES,
+            name=f"fashion-c-{kind}",
+            description=f"Bundled Fashion-MNIST test sample (2,000 images), {kind!r} corruption; same labels.",
+        )
+
+    return load
+
+
+def load_fashion_coarse() -> datasets.Dataset:
+    """The bundled Fashion-MNIST test sample with its 10 garment classes merged into 4 groups (``COARSE_OF``)."""
+    images, labels = read_fashion_mnist_sample_arrays()
+    return arrays_to_dataset(
+        images,
+        np.asarray(COARSE_OF)[labels],
+        COARSE_CLASSES,
+        name="fashion-coarse",
+        description="Bundled Fashion-MNIST test sample, labels coarsened to 4 groups (upper body, legs, feet, bag).",
+    )
+
+
+def load_fashion_permuted() -> datasets.Dataset:
+    """The bundled Fashion-MNIST test sample with its class names shuffled by a fixed, seeded permutation."""
+    images, labels = read_fashion_mnist_sample_arrays()
+    perm = np.random.default_rng(SPLIT_SEED).permutation(len(FASHION_MNIST_CLASSES))
+    return arrays_to_dataset(
+        images,
+        perm[labels],
+        FASHION_MNIST_CLASSES,
+        name="fashion-permuted",
+        description="Bundled Fashion-MNIST test sample, label i renamed perm[i] (a seeded permutation of the 10).",
+    )
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A downstream data set: how to load it and how many images go to validation and test."""
@@ -58,6 +130,7 @@ class TaskSpec:
     val: int
     test: int
     why: str
+    shift: str = "new classes"
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -84,8 +157,40 @@ TASKS: dict[str, TaskSpec] = {
             "the bundled Fashion-MNIST test sample labelled by rotation (4 classes): the source's image "
             "domain, a task it was never trained on (Fashion-MNIST itself would be the source task)."
         ),
+        shift="new task, source domain",
+    ),
+    **{
+        f"fashion-c-{kind}": TaskSpec(
+            f"fashion-c-{kind}",
+            _fashion_corrupted(kind),
+            val=300,
+            test=500,
+            why=f"the bundled Fashion-MNIST test sample under the {kind!r} corruption (corrupt()): the source's "
+            "own labels, shifted inputs (Surgical fine-tuning's input-level case).",
+            shift="input-level",
+        )
+        for kind in CORRUPTIONS
+    },
+    "fashion-coarse": TaskSpec(
+        "fashion-coarse",
+        load_fashion_coarse,
+        val=300,
+        test=500,
+        why="the bundled Fashion-MNIST test sample with 4 coarse labels: the source's inputs, a label-level shift.",
+        shift="label-level",
+    ),
+    "fashion-permuted": TaskSpec(
+        "fashion-permuted",
+        load_fashion_permuted,
+        val=300,
+        test=500,
+        why="the bundled Fashion-MNIST test sample with permuted labels: the source's inputs and features, the "
+        "label-to-name map changed (a label-level shift a new head alone can undo).",
+        shift="label-level",
     ),
 }
+PAPER_TASKS = ("digits", "mnist5k", "fashion-rot4")
+"""The reproduction's and the Pareto run's tasks; the shift tasks after them serve the forced-choice benchmark."""
 
 
 @dataclass

@@ -81,18 +81,21 @@ def plasticity_lora_config(
     plan = allocate_ranks(
         report, model, budget=budget, signal=signal, exponent=exponent, modules_to_save=modules_to_save
     )
+    return LoraConfig(**lora_kwargs_of(plan), lora_dropout=lora_dropout, **lora_kwargs)
+
+
+def lora_kwargs_of(plan: dict[str, Any]) -> dict[str, Any]:
+    """``LoraConfig`` keyword arguments of an :func:`allocate_ranks` plan (``lora_alpha`` = rank: scaling 1)."""
     ranks = {p: r for p, r in plan["ranks"].items() if r > 0}
     top = max(ranks.values())
-    return LoraConfig(
-        r=top,
-        lora_alpha=top,
-        target_modules=list(ranks),
-        rank_pattern=dict(ranks),
-        alpha_pattern=dict(ranks),
-        lora_dropout=lora_dropout,
-        modules_to_save=plan["modules_to_save"],
-        **lora_kwargs,
-    )
+    return {
+        "r": top,
+        "lora_alpha": top,
+        "target_modules": list(ranks),
+        "rank_pattern": dict(ranks),
+        "alpha_pattern": dict(ranks),
+        "modules_to_save": plan["modules_to_save"],
+    }
 
 
 def allocate_ranks(
