@@ -256,8 +256,6 @@ def dataset_fingerprint(dataset: Any) -> str:
     return str(fingerprint)
 
 
-
-
 ACCELERATE_HOOK_VERSIONS = (0, 2)
 """Major versions of accelerate (lowest included, highest excluded) known to keep the hook on ``_hf_hook``."""
 
