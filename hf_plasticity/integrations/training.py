@@ -25,7 +25,8 @@ import torch
 
 from ..errors import InvalidInputError
 from ..io import atomic_write_text, jsonable
-from ..tuner.config import RULES, PlasticityConfig
+from ..tuner.config import PlasticityConfig
+from ..tuner.rules import DEFAULT_RULE, DEFAULT_VALUE, cli_help, parse_rule
 
 if TYPE_CHECKING:
     import datasets
@@ -53,8 +54,8 @@ class FinetuneArguments:
     )
     split: str | None = field(default=None, metadata={"help": "Split of --data for Hub or saved data sets."})
     rule: str = field(
-        default="top_k=1",
-        metadata={"help": "Selection rule: top_k=K, budget=FRACTION, threshold=SCORE or components=mha,ffn_fc1."},
+        default=f"{DEFAULT_RULE}={DEFAULT_VALUE}",
+        metadata={"help": cli_help()},
     )
     keep_original: bool = field(
         default=False, metadata={"help": "Train a copy beside the frozen original (default: in place)."}
@@ -90,22 +91,6 @@ class FinetuneResult:
     eval_metrics: dict[str, float]
     report: PlasticityReport | None = None
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def parse_rule(text: str) -> dict[str, Any]:
-    """``"top_k=1"`` → ``{"top_k": 1}``; the rule names are ``PlasticityConfig``'s (``tuner.config.RULES``)."""
-    name, sep, value = text.partition("=")
-    name, value = name.strip(), value.strip()
-    if not sep or name not in RULES or not value:
-        raise InvalidInputError(f"rule {text!r} not understood; write one of {[f'{r}=...' for r in RULES]}")
-    try:
-        if name == "top_k":
-            return {name: int(value)}
-        if name in ("budget", "threshold"):
-            return {name: float(value)}
-    except ValueError:
-        raise InvalidInputError(f"rule {text!r}: {value!r} is not a number") from None
-    return {name: [c.strip() for c in value.split(",") if c.strip()]}
 
 
 def accuracy_metrics() -> Any:

@@ -7,20 +7,19 @@ and the scores that chose it, so a saved adapter records *why* those modules wer
 from __future__ import annotations
 
 import functools
-import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from peft.config import PeftConfig
 
-from ..components import COMPONENTS, validate_components
+from ..components import COMPONENTS
 from ..errors import InvalidInputError
 from ..report.report import PlasticityReport
 from .peft_type import PLASTICITY, ensure_peft_type
+from .rules import DEFAULT_RULE, DEFAULT_VALUE, RULES
 
-RULES = ("top_k", "budget", "threshold", "components")
 LEGACY_LORA_KEYS = ("r", "lora_alpha", "lora_dropout")
 """LoRA settings earlier versions saved in every ``adapter_config.json`` (for the removed mode 'lora')."""
 LEGACY_KEYS = ("mode", *LEGACY_LORA_KEYS)
@@ -34,7 +33,7 @@ class PlasticityConfig(PeftConfig):
     """Train the most plastic components of a vision transformer (Odonnat et al., 2026).
 
     Exactly one selection rule applies: ``top_k`` (the default, 1: attention, as the paper recommends),
-    ``budget``, ``threshold`` or ``components``.
+    ``budget``, ``threshold``, ``components``, or any rule registered in :mod:`hf_plasticity.tuner.rules`.
     """
 
     scores: Any = field(
@@ -117,20 +116,13 @@ class PlasticityConfig(PeftConfig):
         super().__post_init__()
         self.peft_type = PLASTICITY
         self._check_types()
-        rules = [name for name in RULES if getattr(self, name) is not None]
+        rules = [name for name in RULES if getattr(self, name, None) is not None]
         if len(rules) > 1:
             raise InvalidInputError(f"choose one selection rule, got {rules}; set only one of {list(RULES)}")
         if not rules:
-            self.top_k = 1
-        if self.top_k is not None and not 1 <= self.top_k <= len(COMPONENTS):
-            raise InvalidInputError(
-                f"top_k={self.top_k} but there are {len(COMPONENTS)} component types; pass 1 <= top_k <= "
-                f"{len(COMPONENTS)}"
-            )
-        if self.budget is not None and not 0 < self.budget <= 1:
-            raise InvalidInputError(f"budget={self.budget} must be a fraction with 0 < budget <= 1 (e.g. 0.3)")
-        if self.components is not None:
-            self.components = list(validate_components(self.components))
+            setattr(self, DEFAULT_RULE, DEFAULT_VALUE)
+        name = self.rule
+        setattr(self, name, RULES[name].check(getattr(self, name)))
         if self.layers is not None:
             if not self.layers or any(not isinstance(i, int) or i < 0 for i in self.layers):
                 raise InvalidInputError(f"layers={self.layers} must be a non-empty list of layer indices >= 0")
@@ -151,12 +143,6 @@ class PlasticityConfig(PeftConfig):
 
     def _check_types(self) -> None:
         """Refuse values of the wrong type or range here, before torch meets them deep inside training."""
-        if self.top_k is not None and not _is_int(self.top_k):
-            raise InvalidInputError(f"top_k={self.top_k!r} must be an integer, e.g. top_k=2")
-        for name in ("budget", "threshold"):
-            value = getattr(self, name)
-            if value is not None and not (_is_number(value) and math.isfinite(value)):
-                raise InvalidInputError(f"{name}={value!r} must be a finite number, e.g. {name}=0.3")
         if self.layers is not None and (
             not isinstance(self.layers, list | tuple) or not all(_is_int(i) for i in self.layers)
         ):
@@ -205,7 +191,14 @@ class PlasticityConfig(PeftConfig):
 
     @property
     def rule(self) -> str:
-        return next(name for name in RULES if getattr(self, name) is not None)
+        """The name of the selection rule this config applies (see :mod:`hf_plasticity.tuner.rules`)."""
+        return next(name for name in RULES if getattr(self, name, None) is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """PEFT's dict of the fields, plus the value of a registered rule that is no field (so it saves too)."""
+        out = dict(super().to_dict())
+        out.update({n: getattr(self, n) for n in RULES if n not in out and getattr(self, n, None) is not None})
+        return out
 
     def resolved_scores(self) -> dict[str, Any]:
         """The JSON-ready scores this config selects by (what ``adapter_config.json`` stores), without changing it."""
@@ -273,11 +266,14 @@ def _refuse_removed_arguments(init: Any) -> Any:
                 f"PlasticityConfig does not take the LoRA settings {lora} (mode='lora' was removed): "
                 f"hf_plasticity has one LoRA implementation, PEFT's. {_LORA_WAY}"
             )
+        for name in [n for n in kwargs if n in RULES and n not in _FIELDS]:  # a registered rule that is no field
+            setattr(self, name, kwargs.pop(name))
         init(self, *args, **kwargs)
 
     return __init__
 
 
+_FIELDS = {f.name for f in fields(PlasticityConfig)}
 PlasticityConfig.__init__ = _refuse_removed_arguments(PlasticityConfig.__init__)  # type: ignore[method-assign]
 
 
@@ -303,7 +299,3 @@ def lora_mode_removed(saved: bool = False) -> InvalidInputError:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -120,7 +120,7 @@ def allocate_ranks(
     resolved = resolve_components(model)
     normalised, _ = normalise_scores(report, signal, per_layer=True)
     candidates = {path: comp for _, comp, path in resolved.iter_modules()}
-    scores = candidate_scores(dict(normalised), resolved, candidates)
+    scores = candidate_scores(normalised, resolved, candidates)
     heads = resolved.head_paths() if modules_to_save is None else list(modules_to_save)
     total = base_parameter_count(model)
     head_cost = sum(base_parameter_count(model.get_submodule(h)) for h in heads)

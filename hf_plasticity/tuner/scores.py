@@ -3,7 +3,7 @@
 Part of the selection: it runs when the adapter is created (``resolve_scores``), never in the config's
 constructor, so a ``PlasticityConfig`` stays data. The ``signal`` guard lives here: the one place that decides
 whether a measurement is trusted, per component type (``top_k`` and the other type rules) or per cell
-(``budget`` and LoRA ranks).
+(a rule marked ``per_module``, such as ``budget``, and LoRA ranks).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, TypedDict, cast
 from ..components import COMPONENTS, THEORETICAL_RANKING, validate_components
 from ..errors import InvalidInputError
 from ..report.report import PlasticityReport
+from .rules import rule_of
 
 _NORMALISED = {"components", "modules", "layers", "report"}
 """Keys of already-normalised scores (as adapter_config.json stores them)."""
@@ -39,7 +40,7 @@ def scores_of(config: Any) -> Scores:
     if isinstance(config.scores, dict) and "components" in config.scores and set(config.scores) <= _NORMALISED:
         return cast(Scores, config.scores)
     scores = PlasticityReport.load(config.scores) if isinstance(config.scores, str) else config.scores
-    return normalise_scores(scores, config.signal, per_layer=config.budget is not None)[0]
+    return normalise_scores(scores, config.signal, per_layer=rule_of(config).per_module)[0]
 
 
 def describe_scores(config: Any) -> str:
@@ -48,7 +49,7 @@ def describe_scores(config: Any) -> str:
         return f"report {config.scores}"
     if isinstance(config.scores, dict) and "components" in config.scores and set(config.scores) <= _NORMALISED:
         return "mapping"
-    return normalise_scores(config.scores, config.signal, per_layer=config.budget is not None)[1]
+    return normalise_scores(config.scores, config.signal, per_layer=rule_of(config).per_module)[1]
 
 
 def resolve_scores(config: Any) -> PlasticityReport | None:
@@ -64,7 +65,7 @@ def resolve_scores(config: Any) -> PlasticityReport | None:
     config.scores = (
         scores_of(config)
         if report is None
-        else normalise_scores(report, config.signal, per_layer=config.budget is not None)[0]
+        else normalise_scores(report, config.signal, per_layer=rule_of(config).per_module)[0]
     )
     config.score_source = source
     return report

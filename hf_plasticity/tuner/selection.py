@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
@@ -22,7 +21,8 @@ from ..components import (
 )
 from ..errors import InvalidInputError
 from .config import PlasticityConfig
-from .scores import normalise_scores, resolve_scores, scores_of
+from .rules import Candidates, rule_of
+from .scores import Scores, normalise_scores, resolve_scores, scores_of
 
 
 @dataclass(frozen=True)
@@ -45,31 +45,21 @@ def select_modules(model: nn.Module, config: PlasticityConfig) -> Selection:
     scores = candidate_scores(normalised, resolved, candidates)
     places = {path: (layer, comp) for layer, comp, path in resolved.iter_modules() if path in candidates}
     scored = rank_components({p: scores[p] for p in candidates if p in scores}, places)
-    rule = config.rule
-    if rule == "components":
-        chosen = [p for p in scored if candidates[p] in config.components]
-        chosen += [p for p in candidates if candidates[p] in config.components and p not in scores]
-    elif rule == "top_k":
-        comp_scores = _type_scores(normalised, scores, candidates)
-        if config.top_k > len(comp_scores):
-            raise InvalidInputError(
-                f"top_k={config.top_k} but only {len(comp_scores)} component types have scores "
-                f"({sorted(comp_scores)}); lower top_k or measure more components"
-            )
-        ranked = rank_components(comp_scores)
-        chosen = [p for p in scored if candidates[p] in ranked[: config.top_k]]
-    elif rule == "threshold":
-        chosen = [p for p in scored if scores[p] >= config.threshold]
-        if not chosen:
-            values = [scores[p] for p in scored]
-            raise InvalidInputError(
-                f"no module has plasticity >= threshold={config.threshold} (scores range "
-                f"{min(values, default=math.nan):.4g} .. {max(values, default=math.nan):.4g}); lower the threshold"
-            )
-    else:
-        chosen = _fill_budget(model, config, scored, heads)
+    rule = rule_of(config)
+    context = Candidates(
+        components=candidates,
+        scores=scores,
+        ranked=scored,
+        type_scores=_type_scores(normalised, scores, candidates),
+        heads=heads,
+        cost=lambda path: _component_cost(model, path),
+        base_parameters=lambda: base_parameter_count(model),
+    )
+    chosen = rule.select(context, getattr(config, rule.name))
     if not chosen:
-        raise InvalidInputError(f"the {rule} rule selected no module (layers {sorted(layers)}); widen the selection")
+        raise InvalidInputError(
+            f"the {rule.name} rule selected no module (layers {sorted(layers)}); widen the selection"
+        )
     # a component made of several modules (stacked gate/up, attention + its output projection) trains them all
     expand = resolved.modules_of
     return Selection(
@@ -103,8 +93,9 @@ def base_parameter_count(module: nn.Module) -> int:
 
 def _check_heads(model: nn.Module, config: PlasticityConfig, resolved: ResolvedComponents) -> list[str]:
     """``modules_to_save`` names must match a module (as PEFT matches them: a path or its last parts)."""
+    saved = list(config.modules_to_save or [])
     names = [n for n, _ in model.named_modules() if n]
-    unmatched = [h for h in config.modules_to_save if not any(n == h or n.endswith("." + h) for n in names)]
+    unmatched = [h for h in saved if not any(n == h or n.endswith("." + h) for n in names)]
     # PeftModelForSequenceClassification appends both of its usual head names to every config ("classifier",
     # "score"); a model has one of them, so the other matching nothing is PEFT's doing, not the user's mistake
     added = [h for h in _PEFT_SEQ_CLS_HEADS if h in unmatched] if _task(config) == "SEQ_CLS" else []
@@ -118,7 +109,7 @@ def _check_heads(model: nn.Module, config: PlasticityConfig, resolved: ResolvedC
             f"stay frozen; this model's head is {resolved.head_paths()} (pass modules_to_save=None to train it, or [] "
             "to train no head)"
         )
-    return list(dict.fromkeys(h for h in config.modules_to_save if h not in added))
+    return list(dict.fromkeys(h for h in saved if h not in added))
 
 
 _PEFT_SEQ_CLS_HEADS = ("classifier", "score")
@@ -127,30 +118,6 @@ _PEFT_SEQ_CLS_HEADS = ("classifier", "score")
 def _task(config: PlasticityConfig) -> str | None:
     task = getattr(config, "task_type", None)
     return None if task is None else str(getattr(task, "value", task))
-
-
-def _fill_budget(model: nn.Module, config: PlasticityConfig, scored: list[str], heads: list[str]) -> list[str]:
-    total = base_parameter_count(model)
-    allowance = config.budget * total
-    head_cost = sum(base_parameter_count(model.get_submodule(h)) for h in heads)
-    if head_cost > allowance:
-        raise InvalidInputError(
-            f"budget={config.budget} allows {int(allowance)} parameters but the head(s) {heads} alone have "
-            f"{head_cost}; raise the budget or pass modules_to_save=[]"
-        )
-    used, chosen = head_cost, []
-    for path in scored:
-        cost = _component_cost(model, path)
-        if used + cost <= allowance:
-            chosen.append(path)
-            used += cost
-    if not chosen:
-        smallest = min((_component_cost(model, p) for p in scored), default=0)
-        raise InvalidInputError(
-            f"budget={config.budget} ({int(allowance)} parameters, {head_cost} taken by the head) fits no module; "
-            f"the smallest needs {smallest}: raise the budget"
-        )
-    return chosen
 
 
 def _component_cost(model: nn.Module, name: str) -> int:
@@ -169,9 +136,7 @@ def _layers(config: PlasticityConfig, resolved: ResolvedComponents) -> set[int]:
     return set(config.layers)
 
 
-def candidate_scores(
-    normalised: dict[str, Any], resolved: ResolvedComponents, candidates: dict[str, str]
-) -> dict[str, float]:
+def candidate_scores(normalised: Scores, resolved: ResolvedComponents, candidates: dict[str, str]) -> dict[str, float]:
     """The score each candidate module is ranked by: its per-layer report mean, else the score given for its
     path, else its component type's score (one value per module, what every rule selects on).
 
@@ -182,10 +147,11 @@ def candidate_scores(
     modules = dict(normalised.get("modules") or {})
     comps = dict(normalised.get("components") or {})
     report = normalised.get("report") or {}
-    if report.get("model_type") and report["model_type"] != getattr(resolved.model.config, "model_type", None):
+    model_type = getattr(resolved.model.config, "model_type", None)
+    if report.get("model_type") and report["model_type"] != model_type:
         raise InvalidInputError(
-            f"the scores come from a {report['model_type']!r} model but this is a "
-            f"{resolved.model.config.model_type!r} model; measure this architecture first"
+            f"the scores come from a {report['model_type']!r} model but this is a {model_type!r} model; measure "
+            "this architecture first"
         )
     unknown = [m for m in modules if m not in candidates and m not in dict(resolved.model.named_modules())]
     if unknown:
@@ -214,7 +180,7 @@ def candidate_scores(
     return out
 
 
-def _type_scores(normalised: dict[str, Any], scores: dict[str, float], candidates: dict[str, str]) -> dict[str, float]:
+def _type_scores(normalised: Scores, scores: dict[str, float], candidates: dict[str, str]) -> dict[str, float]:
     """Score of each component type: the config's own, else the mean of its modules' scores."""
     comps = {c: v for c, v in normalised["components"].items() if v is not None and math.isfinite(v)}
     for comp in {candidates[p] for p in scores} - set(comps):

@@ -62,7 +62,7 @@ CASES = {
         "named components",
         False,
         {"ffn_fc2"},
-        "trains the component types it was told to train (`ffn_fc2`)",
+        "trains the component types `ffn_fc2`, as it was told",
         "as measured",
     ),
 }

@@ -11,6 +11,7 @@ from typing import Any
 from ...components import THEORETICAL_RANKING
 from ...report.report import PlasticityReport
 from ...report.tables import Cell, layer_cells, layer_table, pairs_sentence, ranking_table
+from ...tuner.rules import RULES
 from .common import fmt
 from .metadata import GIVEN, LORA_RULE, MEASURED, NAMED, THEORY
 
@@ -31,9 +32,7 @@ def summary(block: dict[str, Any], base_model: str | None, local: bool, is_adapt
     tail = f" {share:.2%} of the parameters are trainable." if share is not None else ""
     n = _modules(block)
     if by == NAMED:
-        names = ", ".join(f"`{c}`" for c in sel["value"])
-        told = f"the component types it was told to train ({names})"
-        return f"A finetune of {base} that trains {told}: {n}.{tail}"
+        return f"A finetune of {base} that trains {_rule_words(sel)}, as it was told: {n}.{tail}"
     head = f"A finetune of {base} that trains {n} chosen by the `{sel['rule']}` rule from "
     if by == MEASURED:
         return (
@@ -178,14 +177,9 @@ def _modules(block: dict[str, Any]) -> str:
 
 
 def _rule_words(sel: dict[str, Any]) -> str:
-    value = sel["value"]
-    if sel["rule"] == "top_k":
-        return f"the {value} highest-ranked component type(s)"
-    if sel["rule"] == "budget":
-        return f"the highest-scored modules that fit a budget of {value:.0%} of the parameters"
-    if sel["rule"] == "threshold":
-        return f"every module scored at least {value}"
-    return f"the component types {', '.join(f'`{c}`' for c in value)}"
+    """The rule's own words for its value (a rule this process does not know is named as it was written)."""
+    rule = RULES.get(sel["rule"])
+    return rule.describe(sel["value"]) if rule is not None else f"the modules the `{sel['rule']}` rule chose"
 
 
 def _signal_words(signal: str) -> str:

@@ -14,6 +14,7 @@ from ...components import COMPONENTS, rank_components
 from ...errors import ModelCardError, PlasticityError
 from ...io import jsonable
 from ...report.report import PlasticityReport
+from ...tuner.rules import rule_of
 from .common import PAPER, REPORT_NAME, TOP_MODULES, finite_or_low, num, version
 from .sources import plasticity_config_of, public_name, public_score_source, report_of
 
@@ -75,7 +76,7 @@ def choice(config: PlasticityConfig) -> dict[str, Any]:
     """
     measured = config.resolved_scores().get("report") or {}
     why = measured.get("fallback")
-    if config.rule == "components":
+    if not rule_of(config).ranked:
         by = NAMED
     elif measured:
         by = THEORY if why else MEASURED
@@ -99,11 +100,9 @@ def trained_components(config: PlasticityConfig, paths: dict[str, list[str]] | N
                 counts[comp] += 1
         if sum(counts.values()) == len(selected):
             return {c: counts[c] for c in COMPONENTS if counts[c]}
-    if config.rule == "components":
-        names = list(config.components or [])
-    elif config.rule == "top_k":
-        names = rank_components(config.component_scores())[: config.top_k]
-    else:  # budget and threshold pick single modules: only the module paths tell their types
+    rule = rule_of(config)
+    names = rule.trained_types(getattr(config, rule.name), config.component_scores())
+    if names is None:  # a rule that picks single modules: only the module paths tell their types
         return None
     per_type = len(selected) // len(names) if selected and names and len(selected) % len(names) == 0 else None
     return {c: per_type for c in names}
