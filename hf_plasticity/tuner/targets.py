@@ -76,7 +76,7 @@ def plasticity_linear_scores(
     resolved = resolve_components(model)
     normalised, _ = normalise_scores(_report(report), signal, per_layer=True)
     candidates = {path: comp for _, comp, path in resolved.iter_modules()}
-    scores = candidate_scores(dict(normalised), resolved, candidates)
+    scores = candidate_scores(normalised, resolved, candidates)
     return {lin: scores[comp] for lin, comp in block_linears(model).items() if comp in scores}
 
 
@@ -140,7 +140,7 @@ def find_plasticity_trainable_modules(
     else:
         normalised, _ = normalise_scores(rep, signal, per_layer=True)
         candidates = {path: comp for _, comp, path in resolved.iter_modules()}
-        scores = candidate_scores(dict(normalised), resolved, candidates)
+        scores = candidate_scores(normalised, resolved, candidates)
     if not scores:
         raise InvalidInputError("the report scores no module of this model; measure this model (or its shape) again")
     ranked = rank_components(scores)
@@ -163,7 +163,7 @@ def block_plasticity(
     resolved = resolve_components(model)
     normalised, _ = normalise_scores(_report(report), signal, per_layer=True)
     candidates = {path: comp for _, comp, path in resolved.iter_modules()}
-    scores = candidate_scores(dict(normalised), resolved, candidates)
+    scores = candidate_scores(normalised, resolved, candidates)
     by_type: dict[str, list[float]] = {}
     for path, value in scores.items():
         by_type.setdefault(candidates[path], []).append(value)
