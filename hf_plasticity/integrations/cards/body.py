@@ -11,7 +11,6 @@ from typing import Any
 from ...components import THEORETICAL_RANKING
 from ...report.report import PlasticityReport
 from ...report.tables import Cell, layer_cells, layer_table, pairs_sentence, ranking_table
-from ...tuner.rules import RULES
 from .common import fmt
 from .metadata import GIVEN, LORA_RULE, MEASURED, NAMED, THEORY
 
@@ -178,6 +177,8 @@ def _modules(block: dict[str, Any]) -> str:
 
 def _rule_words(sel: dict[str, Any]) -> str:
     """The rule's own words for its value (a rule this process does not know is named as it was written)."""
+    from ...tuner.rules import RULES  # lazily: importing the tuner imports PEFT, whose hooks import the cards
+
     rule = RULES.get(sel["rule"])
     return rule.describe(sel["value"]) if rule is not None else f"the modules the `{sel['rule']}` rule chose"
 

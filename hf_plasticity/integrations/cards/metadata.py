@@ -14,7 +14,6 @@ from ...components import COMPONENTS, rank_components
 from ...errors import ModelCardError, PlasticityError
 from ...io import jsonable
 from ...report.report import PlasticityReport
-from ...tuner.rules import rule_of
 from .common import PAPER, REPORT_NAME, TOP_MODULES, finite_or_low, num, version
 from .sources import plasticity_config_of, public_name, public_score_source, report_of
 
@@ -74,6 +73,8 @@ def choice(config: PlasticityConfig) -> dict[str, Any]:
     ``fallback`` is set only when ``signal="auto"`` set a measurement aside; a ``signal="theory"`` choice is
     the user's and needs no excuse.
     """
+    from ...tuner.rules import rule_of  # lazily: importing the tuner imports PEFT, whose hooks import the cards
+
     measured = config.resolved_scores().get("report") or {}
     why = measured.get("fallback")
     if not rule_of(config).ranked:
@@ -100,6 +101,8 @@ def trained_components(config: PlasticityConfig, paths: dict[str, list[str]] | N
                 counts[comp] += 1
         if sum(counts.values()) == len(selected):
             return {c: counts[c] for c in COMPONENTS if counts[c]}
+    from ...tuner.rules import rule_of
+
     rule = rule_of(config)
     names = rule.trained_types(getattr(config, rule.name), config.component_scores())
     if names is None:  # a rule that picks single modules: only the module paths tell their types
