@@ -403,9 +403,9 @@ def _add_select_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--report", required=True, type=Path, help="a report written by `hf-plasticity measure`")
     p.add_argument("--model", default="bundled", help="the model the report measured (Hub id, folder, 'bundled')")
-    how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--top-p", "--top_p", dest="top_p", type=float, help="fraction kept: max(1, floor(N * p))")
-    how.add_argument("--num-modules", "--num_modules", dest="num_modules", type=int, help="number kept")
+    how = p.add_mutually_exclusive_group()  # none given: the helpers raise InvalidInputError naming the three
+    how.add_argument("--top-p", dest="top_p", type=float, help="fraction kept: max(1, floor(N * p))")
+    how.add_argument("--num-modules", dest="num_modules", type=int, help="number kept")
     how.add_argument("--budget", type=float, help="LoRA only: ranks filling this share of the parameters")
     p.add_argument("--unit", choices=["linear", "module", "block"], default="linear", help="default: linear (LoRA)")
     p.add_argument("--r", type=int, default=8, help="LoRA rank (and lora_alpha) for --top-p/--num-modules")

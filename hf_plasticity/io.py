@@ -10,7 +10,7 @@ import argparse
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,14 +165,31 @@ class BothSpellings:
     """
 
     def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
-        shown = list(dict.fromkeys(_hyphenated(n) for n in names))
-        aliases = ["--" + n[2:].replace("-", "_") for n in shown if n.startswith("--") and "-" in n[2:]]
-        action: argparse.Action = super().add_argument(*shown, **kwargs)  # type: ignore[misc]
-        if aliases:
-            hidden = {**kwargs, "dest": action.dest, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS}
-            hidden["required"] = False
-            super().add_argument(*aliases, **hidden)  # type: ignore[misc]
-        return action
+        return _add_both_spellings(super().add_argument, names, kwargs)  # type: ignore[misc]
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        return _taking_both_spellings(super().add_argument_group(*args, **kwargs))  # type: ignore[misc]
+
+    def add_mutually_exclusive_group(self, *args: Any, **kwargs: Any) -> Any:
+        return _taking_both_spellings(super().add_mutually_exclusive_group(*args, **kwargs))  # type: ignore[misc]
+
+
+def _add_both_spellings(add: Any, names: Sequence[str], kwargs: dict[str, Any]) -> argparse.Action:
+    shown = list(dict.fromkeys(_hyphenated(n) for n in names))
+    aliases = ["--" + n[2:].replace("-", "_") for n in shown if n.startswith("--") and "-" in n[2:]]
+    action: argparse.Action = add(*shown, **kwargs)
+    if aliases:
+        hidden = {**kwargs, "dest": action.dest, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS}
+        hidden["required"] = False
+        add(*aliases, **hidden)
+    return action
+
+
+def _taking_both_spellings(group: Any) -> Any:
+    """An argument group (or mutually exclusive group) of a :class:`BothSpellings` parser takes both too."""
+    add = group.add_argument
+    group.add_argument = lambda *names, **kwargs: _add_both_spellings(add, names, kwargs)
+    return group
 
 
 class FlagParser(BothSpellings, argparse.ArgumentParser):

@@ -163,7 +163,11 @@ def test_output_dir_defaults_are_relative_to_the_current_directory(command: str,
 
 
 # ------------------------------------------------------------------------------- flag spellings
-REQUIRED = {"measure": ["--model", "m", "--data", "d", "--out", "r.json"], "show": ["r.json"]}
+REQUIRED = {
+    "measure": ["--model", "m", "--data", "d", "--out", "r.json"],
+    "show": ["r.json"],
+    "select": ["--report", "r.json", "--output", "o.json"],
+}
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
