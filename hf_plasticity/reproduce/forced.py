@@ -41,7 +41,18 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCES: dict[str, str | None] = {"vit6": None, "vit12": str(REPO / "benchmarks" / "models" / "vit12-fashion-mnist")}
 """Source models: the bundled 6-block ViT, and the 12-block one kept outside the wheel (a source checkout)."""
 ARMS = ("blocks1", "blocks2", "lora25")
-BLOCK_SIGNALS = ("plasticity_in_situ", "plasticity_shared", "inverted", "shuffled", "first", "last", "rgn")
+BLOCK_SIGNALS = (
+    "plasticity_in_situ",
+    "plasticity_shared",
+    "inverted",
+    "shuffled",
+    "first",
+    "last",
+    "rgn",
+    "grad_norm",
+    "snr",
+    "kappa",
+)
 LINEAR_SIGNALS = ("plasticity_in_situ", "plasticity_shared", "inverted", "shuffled", "kappa", "snr", "grad_norm")
 
 
@@ -49,14 +60,14 @@ LINEAR_SIGNALS = ("plasticity_in_situ", "plasticity_shared", "inverted", "shuffl
 class ForcedSpec:
     """Everything a forced-choice run depends on; ``quick()`` is the test suite's, the defaults the committed one."""
 
-    sources: tuple[str, ...] = ("vit6",)
+    sources: tuple[str, ...] = ("vit6", "vit12")
     tasks: tuple[str, ...] = ("fashion-c-invert", "fashion-rot4", "digits", "fashion-c-noise", "fashion-coarse")
     arms: tuple[str, ...] = ARMS
     seeds: tuple[int, ...] = (0, 42, 3407)
     selection_seeds: tuple[int, ...] = (0, 1, 2)
     optimizer: str = "adamw"
-    block_lrs: tuple[float, ...] = (1e-3, 3e-3)
-    lora_lrs: tuple[float, ...] = (3e-3, 1e-2)
+    block_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    lora_lrs: tuple[float, ...] = (3e-3, 1e-2, 3e-2)
     lora_rank: int = 8
     top_p: float = 0.25
     train: TrainProtocol = field(default_factory=lambda: TrainProtocol(steps=60, batch_size=32))

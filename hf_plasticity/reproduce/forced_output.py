@@ -117,7 +117,8 @@ def _finite(value: Any) -> float | None:
 
 
 def _headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """Per (source, arm): each signal's mean over informative tasks, and plasticity's paired one-sided tests."""
+    """Per (source, arm): each signal's mean over informative tasks, and plasticity's paired one-sided test against
+    each other signal (its controls first, then the peers)."""
     out: dict[str, Any] = {}
     for source, per_task in summary.items():
         informative = [t for t, s in per_task.items() if s.get("informative")]
@@ -135,7 +136,7 @@ def _headline(summary: dict[str, Any]) -> dict[str, Any]:
                         "forgetting": float(np.mean([r.get("forgetting", math.nan) for r in rows])),
                     }
             tests = {}
-            for control in CONTROLS:
+            for control in [*CONTROLS, *(s for s in table if s not in (PLASTICITY, *CONTROLS))]:
                 pairs = [
                     (a, b)
                     for t in tasks

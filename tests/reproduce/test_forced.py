@@ -50,3 +50,67 @@ def test_corruptions_follow_their_definitions() -> None:
     assert np.abs(np.diff(blurred, axis=-1)).mean() < np.abs(np.diff(images[:5].astype(float), axis=-1)).mean()
     coarse = load_fashion_coarse()
     assert list(coarse["label"]) == [COARSE_OF[y] for y in labels]
+
+
+def test_pipeline_runs_every_block_scores_choices_and_resumes_from_its_cache(tmp_path, monkeypatch, request) -> None:
+    """The benchmark end to end at tiny scale: the oracle is every single block, each signal's choice is read
+    off its own scores, spread / informative / regret follow their definitions from the cached runs, and a
+    rerun trains nothing."""
+    import json
+
+    from hf_plasticity.reproduce import forced, forgetting
+    from hf_plasticity.reproduce.scorers import select
+
+    monkeypatch.setattr(forgetting, "SOURCE_IMAGES", 64)  # forgetting on fewer source images: seconds, not minutes
+    forgetting._source_images.cache_clear()
+    request.addfinalizer(forgetting._source_images.cache_clear)
+    spec = forced.ForcedSpec.quick()
+    spec.sources, spec.arms = ("vit6",), ("blocks1", "blocks2")
+    results = forced.run(spec, tmp_path, progress=False)
+    assert results["not_run"] == 0
+    for name in ("results.json", "tables.md", "blocks.png"):
+        assert (tmp_path / name).is_file()
+
+    entry = results["choices"]["vit6"]["fashion-c-invert"]
+    scores = entry["scores"]["block"]
+    blocks = list(scores["first"])
+    assert len(blocks) == 6
+    top = {s: max(v, key=lambda b: (v[b], -blocks.index(b))) for s, v in scores.items()}
+    assert top["first"] == blocks[0] and top["last"] == blocks[-1]
+    for signal, key in entry["choices"]["blocks1"].items():
+        assert key == f"blocks:{top[signal].rsplit('.', 1)[-1]}", signal
+    for signal, key in entry["choices"]["blocks2"].items():
+        index = sorted(int(b.rsplit(".", 1)[-1]) for b in select(scores[signal], 2))
+        assert key == "blocks:" + "-".join(map(str, index)), signal
+
+    # the oracle, from the cached run files alone
+    by_block: dict[str, list[float]] = {}
+    kept: dict[str, list[float]] = {}  # source-task accuracy with the source's head put back
+    for path in (tmp_path / "runs").rglob("*.json"):
+        run = json.loads(path.read_text())
+        if run["run_key"].count(":") == 1 and "-" not in run["run_key"]:
+            by_block.setdefault(run["run_key"], []).append(run["test_accuracy"])
+            kept.setdefault(run["run_key"], []).append(run["source_accuracy"])
+    assert sorted(by_block) == [f"blocks:{i}" for i in range(6)]
+    assert all(len(v) == len(spec.seeds) for v in by_block.values())
+    means = {k: float(np.mean(v)) for k, v in by_block.items()}
+    stds = [float(np.std(v, ddof=1)) for v in by_block.values()]
+    summary = results["summary"]["vit6"]["fashion-c-invert"]
+    assert summary["spread"] == pytest.approx(max(means.values()) - min(means.values()))
+    assert summary["informative"] == (summary["spread"] > 2 * float(np.mean(stds)))
+    rows = summary["arms"]["blocks1"]
+    shuffled = [means[r["run_key"]] for s, r in rows.items() if s.startswith("shuffled@")]
+    for signal, row in rows.items():
+        acc = float(np.mean(shuffled)) if signal == "shuffled" else means[row["run_key"]]
+        assert row["regret"] == pytest.approx(max(means.values()) - acc), signal
+    before = results["source_accuracy_before"]["vit6"]
+    for key, accs in kept.items():
+        assert summary["oracle"][f"vit.layers.{key[7:]}"]["forgetting"] == pytest.approx(before - np.mean(accs))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(forced, "run_job", no_training)
+    again = forced.run(spec, tmp_path, progress=False)
+    assert again["summary"]["vit6"] == results["summary"]["vit6"]
+    assert len(again["runs"]) == len(results["runs"])
