@@ -218,6 +218,22 @@ def test_cli_card_from_report_adapter_and_metrics(report, tmp_path: Path) -> Non
     assert "My own notes." in card.text
 
 
+def test_cli_card_reads_the_evaluation_part_of_finetunes_metrics(report, tmp_path: Path, capsys) -> None:
+    report_path = report.save(tmp_path / "r.json")
+    metrics = {"train": {"train_loss": 0.9, "train_runtime": 12.0}, "eval": {"eval_accuracy": 0.75, "epoch": 3.0}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))  # the shape finetune writes
+    argv = ["card", "--report", str(report_path), "--output-dir", str(tmp_path / "card")]
+    assert main([*argv, "--metrics", str(tmp_path / "metrics.json")]) == 0
+    card = ModelCard.load(tmp_path / "card" / CARD_NAME)
+    assert [(e.metric_type, e.metric_value) for e in card.data.eval_results] == [("accuracy", 0.75)]
+
+    (tmp_path / "train_only.json").write_text(json.dumps({"train": metrics["train"], "eval": {}}))
+    argv[-1] = str(tmp_path / "card2")
+    assert main([*argv, "--metrics", str(tmp_path / "train_only.json")]) == 2
+    assert "no evaluation results" in capsys.readouterr().err
+    assert not (tmp_path / "card2").exists()
+
+
 def test_cli_card_output_dir_gets_card_figure_and_report(report, tmp_path: Path) -> None:
     report_path = report.save(tmp_path / "r.json")
     out = tmp_path / "card"

@@ -128,7 +128,11 @@ def read_folder_or_report(path: Path) -> tuple[PlasticityReport | None, Plastici
 
 
 def read_metrics(metrics: Mapping[str, float] | str | os.PathLike[str] | None) -> dict[str, float]:
-    """Evaluation results as ``{name: value}``, Trainer prefixes and run statistics dropped."""
+    """Evaluation results as ``{name: value}``, Trainer prefixes and run statistics dropped.
+
+    Reads a flat mapping (the Trainer's ``eval_results.json``) or ``finetune``'s ``metrics.json``
+    (``{"train": ..., "eval": ...}``), whose evaluation part is taken.
+    """
     if metrics is None:
         return {}
     if isinstance(metrics, str | os.PathLike):
@@ -138,6 +142,15 @@ def read_metrics(metrics: Mapping[str, float] | str | os.PathLike[str] | None) -
             raise InvalidInputError(f"cannot read metrics from {str(metrics)!r}: {exc}") from exc
     if not isinstance(metrics, Mapping):
         raise InvalidInputError("metrics must be a mapping name -> number, e.g. {'accuracy': 0.93}")
+    if metrics and set(metrics) <= {"train", "eval"} and all(isinstance(v, Mapping) for v in metrics.values()):
+        # ``finetune``'s metrics.json keeps the training run's statistics beside the evaluation: a card
+        # reports the evaluation only
+        if not metrics.get("eval"):
+            raise InvalidInputError(
+                "these metrics hold no evaluation results (the run had no evaluation split): finetune with "
+                "an evaluation split, or pass --metrics a JSON of {name: value}"
+            )
+        metrics = metrics["eval"]
     out = {}
     for key, value in metrics.items():
         name = str(key).removeprefix("eval_").removeprefix("test_")
