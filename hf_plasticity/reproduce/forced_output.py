@@ -4,6 +4,9 @@ A task is *informative* at a budget when its spread (best minus worst choice amo
 mean test accuracy) exceeds twice the seed standard deviation (the mean over blocks of each block's std
 over training seeds): below that, no selector can be told apart from another and the task stays out of the
 headline means. The shuffled control is averaged over its selection seeds.
+
+Per-block Spearman correlations are given over every block and over the blocks after the first: a signal that
+always prefers the first block says nothing about the others, and the second table tells whether it does.
 """
 
 from __future__ import annotations
@@ -72,13 +75,13 @@ def summarise(results: dict[str, Any], spec: Any) -> dict[str, Any]:
                 spread = max(means) - min(means)
                 seed_std = float(np.mean([c["std"] for c in done.values()]))
                 out.update(spread=spread, seed_std=seed_std, informative=bool(spread > 2 * seed_std), best=max(means))
-                out["spearman"] = {}
-                for name, scores in entry["scores"]["block"].items():
-                    if name.split("@")[0] not in CORRELATED:
-                        continue
-                    x = [scores[b] for b in blocks]
-                    rho = spearmanr(x, means)
-                    out["spearman"][name] = {"rho": _finite(rho.statistic), "pvalue": _finite(rho.pvalue)}
+                for key, first in (("spearman", 0), ("spearman_after_first", 1)):
+                    out[key] = {}
+                    for name, scores in entry["scores"]["block"].items():
+                        if name.split("@")[0] not in CORRELATED:
+                            continue
+                        rho = spearmanr([scores[b] for b in blocks[first:]], means[first:])
+                        out[key][name] = {"rho": _finite(rho.statistic), "pvalue": _finite(rho.pvalue)}
             for arm, picked in entry["choices"].items():
                 rows: dict[str, Any] = {}
                 for signal, key in picked.items():
@@ -205,13 +208,14 @@ def markdown(results: dict[str, Any]) -> str:
                     r = s["arms"].get(arm, {}).get(signal, {})
                     row.append(f"{_pct(r.get('ece'))} / {_pct(r.get('forgetting'))}" if "test_accuracy" in r else "—")
                 lines.append(f"| {signal} | " + " | ".join(row) + " |")
-        lines += ["", "### Spearman ρ: per-block score vs single-block test accuracy", ""]
-        names = sorted({n for s in per_task.values() for n in s.get("spearman", {})})
-        lines += ["| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-        for task, s in per_task.items():
-            if "spearman" in s:
-                vals = [s["spearman"][n]["rho"] for n in names]
-                lines.append(f"| {task} | " + " | ".join("—" if v is None else f"{v:+.2f}" for v in vals) + " |")
+        for key, which in (("spearman", "every block"), ("spearman_after_first", "blocks after the first")):
+            lines += ["", f"### Spearman ρ: per-block score vs single-block test accuracy, {which}", ""]
+            names = sorted({n for s in per_task.values() for n in s.get(key, {})})
+            lines += ["| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+            for task, s in per_task.items():
+                if key in s:
+                    vals = [s[key][n]["rho"] for n in names]
+                    lines.append(f"| {task} | " + " | ".join("—" if v is None else f"{v:+.2f}" for v in vals) + " |")
         head = summary["headline"].get(source, {})
         for arm, h in head.items():
             lines += ["", f"### Headline {arm}: mean over informative tasks ({', '.join(h['tasks']) or 'none'})", ""]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,7 @@ def test_pipeline_runs_every_block_scores_choices_and_resumes_from_its_cache(tmp
     import json
 
     from hf_plasticity.reproduce import forced, forgetting
+    from hf_plasticity.reproduce.forced_output import PLASTICITY
     from hf_plasticity.reproduce.scorers import select
 
     monkeypatch.setattr(forgetting, "SOURCE_IMAGES", 64)  # forgetting on fewer source images: seconds, not minutes
@@ -103,6 +106,15 @@ def test_pipeline_runs_every_block_scores_choices_and_resumes_from_its_cache(tmp
     for signal, row in rows.items():
         acc = float(np.mean(shuffled)) if signal == "shuffled" else means[row["run_key"]]
         assert row["regret"] == pytest.approx(max(means.values()) - acc), signal
+    from scipy.stats import rankdata
+
+    for key, first in (("spearman", 0), ("spearman_after_first", 1)):  # Pearson correlation of the ranks
+        x = rankdata([scores[PLASTICITY][b] for b in blocks[first:]])
+        y = rankdata([means[f"blocks:{i}"] for i in range(first, 6)])
+        with np.errstate(invalid="ignore", divide="ignore"):  # tiny runs can leave every accuracy equal
+            rho = float(np.corrcoef(x, y)[0, 1]) if np.ptp(x) and np.ptp(y) else math.nan
+        got = summary[key][PLASTICITY]["rho"]
+        assert got is None if math.isnan(rho) else got == pytest.approx(rho), key
     before = results["source_accuracy_before"]["vit6"]
     for key, accs in kept.items():
         assert summary["oracle"][f"vit.layers.{key[7:]}"]["forgetting"] == pytest.approx(before - np.mean(accs))
