@@ -17,6 +17,8 @@ small: one d x d Gram matrix per MLP linear and d_h x d_h ones per head.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -32,23 +34,35 @@ _DENSE_MAX = 256  # matrix size above which Lanczos beats a dense eigen-solve
 
 
 @torch.no_grad()
-def weight_bounds(resolved: ResolvedComponents, components: tuple[str, ...]) -> WeightBounds:
-    """Bounds of every layer's components that need only weights, plus attention's per-head terms."""
+def weight_bounds(
+    resolved: ResolvedComponents,
+    components: tuple[str, ...],
+    grams: dict[tuple[int, str], torch.Tensor] | None = None,
+) -> WeightBounds:
+    """Bounds of every layer's components that need only weights, plus attention's per-head terms; ``grams``
+    holds W^T W matrices already computed (see :meth:`BoundsBuilder.add`)."""
     builder = BoundsBuilder(resolved, components)
     for layer in range(resolved.num_layers):
-        builder.add(layer)
+        builder.add(layer, grams)
+        builder.solve()
     return builder.result()
 
 
 class BoundsBuilder:
     """The bounds of one layer at a time (:meth:`add`), so a streamed measurement computes them from each
-    layer's weights while it holds them; :meth:`result` assembles the report's bounds."""
+    layer's weights while it holds them; :meth:`result` assembles the report's bounds.
+
+    A linear's spectral norm comes from its Gram matrix alone, so its eigen-solve waits for :meth:`solve`:
+    a streamed measurement runs it once the block is released, and the solver's float64 copy is never
+    resident beside the block's weights.
+    """
 
     def __init__(self, resolved: ResolvedComponents, components: tuple[str, ...]) -> None:
         self.resolved, self.components = resolved, components
         self.layers = np.full((resolved.num_layers, len(components)), np.nan)
         self.heads: dict[int, np.ndarray] = {}
         self.notes: dict[str, str] = {}
+        self.pending: list[tuple[int, int, torch.Tensor]] = []  # (layer, component index, Gram matrix)
         for comp in components:
             spec = resolved.spec(comp)
             if isinstance(spec, AttentionSpec) and spec.bound is not None:
@@ -57,10 +71,11 @@ class BoundsBuilder:
                 self.notes[comp] = RMS_NOTE
 
     @torch.no_grad()
-    def add(self, layer: int) -> None:
+    def add(self, layer: int, grams: dict[tuple[int, str], torch.Tensor] | None = None) -> None:
+        """Read layer ``layer``'s weights for its bounds: norm gains, attention's per-head terms, and each
+        linear's Gram matrix (solved by :meth:`solve`). ``grams`` caches W^T W per (layer, component): the
+        shared protocol needs the same matrix for a tall linear (gate and up), so each is computed once."""
         resolved = self.resolved
-        grams: list[torch.Tensor] = []
-        cells: list[int] = []
         for ci, comp in enumerate(self.components):
             spec = resolved.spec(comp)
             if isinstance(spec, AttentionSpec) and spec.bound is not None:
@@ -68,68 +83,132 @@ class BoundsBuilder:
             if isinstance(spec, NormSpec):
                 self.layers[layer, ci] = _norm_gain(live_module(resolved.component(layer, comp)), spec)
             elif isinstance(spec, LinearSpec):
-                grams.append(_small_gram(linear_matrix(resolved, layer, comp)))
-                cells.append(ci)
+                self.pending.append((layer, ci, _small_gram(resolved, layer, comp, grams)))
             elif isinstance(spec, AttentionSpec):
                 self.heads[layer] = _head_terms(resolved, layer, spec)
-        for shape in {g.shape for g in grams}:  # one batched eigen-solve per Gram size
-            same = [i for i, g in enumerate(grams) if g.shape == shape]
-            norms = top_eigenvalues(torch.stack([grams[i] for i in same])).sqrt()
-            for i, value in zip(same, norms.tolist(), strict=True):
-                self.layers[layer, cells[i]] = value
+
+    @torch.no_grad()
+    def solve(self) -> None:
+        """The spectral norms of the linears added since the last call: the top eigenvalues of their Gram
+        matrices, which need no weights."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        norms = top_eigenvalues([g for _, _, g in pending]).sqrt().tolist()
+        for (layer, ci, _), value in zip(pending, norms, strict=True):
+            self.layers[layer, ci] = value
 
     def result(self) -> WeightBounds:
+        self.solve()
         heads = np.stack([self.heads[k] for k in sorted(self.heads)]) if self.heads else np.zeros((0, 0, 2))
         return WeightBounds(tuple(self.components), self.layers, heads, self.notes)
 
 
-def linear_matrix(resolved: ResolvedComponents, layer: int, component: str) -> torch.Tensor:
-    """A linear component's effective weight as one (out, in) matrix: Conv1D weights (in x out) transposed,
-    stacked linears (gate and up) concatenated along the output, read through adapters (live weights)."""
+def linear_parts(resolved: ResolvedComponents, layer: int, component: str) -> list[torch.Tensor]:
+    """A linear component's effective weight as the (out_i, in) blocks of one matrix stacked along the output:
+    one block for a plain linear, gate and up for a gated MLP; Conv1D weights (in x out) transposed, read
+    through adapters (live weights). Views, never a stacked copy: a 7B model's gate and up are 360 MB in
+    float32, and the estimator holds one block of the model at a time."""
     spec = resolved.spec(component)
     if not isinstance(spec, LinearSpec):
         raise UnsupportedModelError(f"{component} of the {resolved.map.family!r} map is not declared a linear map")
-    mats = []
+    parts = []
     for module in resolved.component_modules(layer, component):
         w = live_weight(module)
-        mats.append(w.T if spec.transposed else w)
-    return torch.cat(mats) if len(mats) > 1 else mats[0]
+        parts.append(w.T if spec.transposed else w)
+    return parts
 
 
-def spectral_norm(weight: torch.Tensor) -> float:
-    """Largest singular value: sqrt of the top eigenvalue of the smaller Gram matrix."""
-    return float(top_eigenvalues(_small_gram(weight)[None])[0].sqrt())
+def gram(parts: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """W^T W of the matrix W stacked from ``parts`` (blocks of rows), as the sum of W_i^T W_i: the stacked
+    matrix is never built, and a half-precision block is widened one at a time. float32 (float64 for
+    float64 weights): ||W v||^2 = v^T (W^T W) v, a d x d product instead of a d x d_out one."""
+    blocks = [parts] if isinstance(parts, torch.Tensor) else list(parts)
+    total: torch.Tensor | None = None
+    for block in blocks:
+        w = _widened(block)
+        total = w.T @ w if total is None else total.addmm_(w.T, w)
+    if total is None:
+        raise UnsupportedModelError("a linear component with no weight has no Gram matrix")
+    return total
 
 
-def top_eigenvalues(grams: torch.Tensor) -> torch.Tensor:
-    """Largest eigenvalue of each symmetric PSD matrix in a batch (b, d, d), in float64, to machine precision.
+def spectral_norm(weight: torch.Tensor | Sequence[torch.Tensor]) -> float:
+    """Largest singular value of ``weight``, or of the matrix stacked from its blocks of rows (gate and up, as
+    :func:`linear_parts` gives them): sqrt of the top eigenvalue of the smaller Gram matrix."""
+    parts = [weight] if isinstance(weight, torch.Tensor) else list(weight)
+    return float(top_eigenvalues([_smaller_gram(parts)])[0].sqrt())
 
-    Large matrices go to ARPACK's Lanczos (``scipy.sparse.linalg.eigsh``, ``tol=0``): on two cores it finds
-    the top eigenvalue of a 768 x 768 Gram matrix about 5x faster than a dense ``eigvalsh`` and agrees with
-    it to 1e-14. Small ones (per-head blocks) stay dense and batched, where one LAPACK call is cheapest.
+
+def top_eigenvalues(grams: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """Largest eigenvalue of each symmetric PSD matrix (a batch (b, d, d), or a list of (d_i, d_i)), in float64,
+    to machine precision.
+
+    Large matrices go to ARPACK's Lanczos (``scipy.sparse.linalg.eigsh``, ``tol=0``), widened to float64 one at
+    a time: on two cores it finds the top eigenvalue of a 768 x 768 Gram matrix about 5x faster than a dense
+    ``eigvalsh`` and agrees with it to 1e-14. Small ones (per-head blocks) stay dense and are batched by
+    size, where one LAPACK call is cheapest.
     """
-    g = grams.double()
-    if g.shape[-1] <= _DENSE_MAX:
-        return torch.linalg.eigvalsh(g)[:, -1].clamp_min(0)
-    from scipy.sparse.linalg import eigsh
+    mats = list(grams.unbind()) if isinstance(grams, torch.Tensor) else list(grams)
+    top = torch.empty(len(mats), dtype=torch.float64)
+    for size in {m.shape[-1] for m in mats}:
+        same = [i for i, m in enumerate(mats) if m.shape[-1] == size]
+        if size <= _DENSE_MAX:
+            dense = torch.stack([mats[i] for i in same]).double()
+            top[same] = torch.linalg.eigvalsh(dense)[:, -1].cpu()
+            continue
+        from scipy.sparse.linalg import eigsh
 
-    start = np.random.default_rng(0).standard_normal(g.shape[-1])  # fixed: bounds are reproducible
-    top = [eigsh(m, k=1, which="LA", tol=0, v0=start, return_eigenvectors=False)[0] for m in g.cpu().numpy()]
-    return torch.tensor(top, dtype=torch.float64, device=g.device).clamp_min(0)
+        start = np.random.default_rng(0).standard_normal(size)  # fixed: bounds are reproducible
+        for i in same:  # one float64 copy at a time
+            top[i] = float(eigsh(_float64(mats[i]), k=1, which="LA", tol=0, v0=start, return_eigenvectors=False)[0])
+    device = mats[0].device if mats else torch.device("cpu")
+    return top.clamp_min(0).to(device)
 
 
-def _small_gram(weight: torch.Tensor) -> torch.Tensor:
-    """W^T W or W W^T, whichever is smaller: both have the squared singular values of W."""
-    w = weight.detach().float()
-    return w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+def linear_gram(
+    resolved: ResolvedComponents,
+    layer: int,
+    component: str,
+    grams: dict[tuple[int, str], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """W^T W of a linear component's weight (:func:`gram` of its :func:`linear_parts`), computed once per
+    ``grams`` cache (keyed by layer and component): the bounds and the shared protocol both need it."""
+    if grams is not None and (layer, component) in grams:
+        return grams[layer, component]
+    value = gram(linear_parts(resolved, layer, component))
+    if grams is not None:
+        grams[layer, component] = value
+    return value
 
 
-def gram(weight: torch.Tensor) -> torch.Tensor:
-    """W^T W in float32 (float64 for float64 weights): ||W v||^2 = v^T (W^T W) v, a d x d product instead of
-    a d x d_out one."""
+def _float64(gram: torch.Tensor) -> np.ndarray:
+    return gram.double().cpu().numpy()
+
+
+def _small_gram(
+    resolved: ResolvedComponents, layer: int, component: str, grams: dict[tuple[int, str], torch.Tensor] | None
+) -> torch.Tensor:
+    """The smaller Gram matrix of a linear component's weight; W^T W shared through ``grams``."""
+    parts = linear_parts(resolved, layer, component)
+    if sum(p.shape[0] for p in parts) < parts[0].shape[1]:
+        return _smaller_gram(parts)
+    return linear_gram(resolved, layer, component, grams)
+
+
+def _smaller_gram(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """W^T W or W W^T of the stacked W, whichever is smaller (both have the squared singular values of W);
+    W W^T is assembled from its blocks W_i W_j^T."""
+    if sum(p.shape[0] for p in parts) >= parts[0].shape[1]:
+        return gram(parts)
+    ws = [_widened(p) for p in parts]
+    return torch.cat([torch.cat([a @ b.T for b in ws], dim=1) for a in ws])
+
+
+def _widened(weight: torch.Tensor) -> torch.Tensor:
+    """The weight in float32 (float64 kept), detached: no copy when it already is."""
     w = weight.detach()
-    w = w if w.dtype == torch.float64 else w.float()
-    return w.T @ w
+    return w if w.dtype in (torch.float32, torch.float64) else w.float()
 
 
 def live_module(module: nn.Module) -> nn.Module:

@@ -31,7 +31,7 @@ from ..report.bounds import WeightBounds
 from ..report.report import PlasticityReport, model_metadata
 from ..stats import RateStats, TokenStats
 from .arguments import BUILDERS
-from .bounds import BoundsBuilder, gram, linear_matrix, live_weight, weight_bounds
+from .bounds import BoundsBuilder, linear_gram, linear_parts, live_weight, weight_bounds
 from .distributed import resolve_shard, unwrap_model, wrapper_hint
 from .placement import MemorySpec, Placement
 
@@ -180,11 +180,11 @@ def measure_plasticity(
                     stats.update(rates, in_norms > 0)
                     seen += b
                     tokens.update(z)
-            weight_part: WeightBounds | None = None
-            if builder is not None:
-                weight_part = builder.result()
-            elif bounds:
-                weight_part = weight_bounds(resolved, comps)
+                weight_part: WeightBounds | None = None
+                if builder is not None:
+                    weight_part = builder.result()
+                elif bounds:  # in memory, the shared protocol's Gram matrices serve the bounds too
+                    weight_part = weight_bounds(resolved, comps, run.grams if isinstance(run, _Shared) else None)
     finally:
         model.train(was_training)
     stats, coverage, token_sums = shard.combine(stats, pairs, tokens.as_dict())
@@ -243,26 +243,31 @@ def _streamed(
     carries the chunk's hidden states from block to block) and released. On the first chunk each block's
     weights are also checked and its bounds computed, while held. Batches come out in order, so the statistics
     are those of the in-memory measurement.
+
+    The embedding's weight check reads every row, so it holds the embedding on its own, before any chunk:
+    from a memory-mapped checkpoint (Accelerate's disk offload of safetensors) the block-0 inputs then page in
+    only their tokens' rows. A block's bounds are read after its batches ran and solved after it is released,
+    so the resident peak is one block with either its batches' activations or its Gram matrices, never both,
+    and never the solver's float64 copies.
     """
     resolved = run.resolved
     batches = iter(_batches(pairs, dev, dtype, resolved))
+    pending = next(batches, None)  # known before the embedding is read: no read for an empty last chunk
     per_chunk: int | None = None
     first = True
-    while True:
+    grams = run.grams if isinstance(run, _Shared) else None
+    _check_weights(resolved, comps, placement, layers=())  # the embedding, in a hold of its own
+    while pending is not None:
         chunk: list[tuple[dict[str, Any], int, torch.Tensor]] = []
         with placement.held(resolved.embeddings()):
-            if first:
-                _check_weights(resolved, comps, placement, layers=())
-            for inputs, b in batches:
+            while pending is not None and (per_chunk is None or sum(c[1] for c in chunk) < per_chunk):
+                inputs, b = pending
                 z = run.block0(inputs)
                 chunk.append((inputs, b, z))
                 if per_chunk is None:
                     pair_bytes = run.pair_copies * z[0].numel() * z.element_size()
                     per_chunk = placement.chunk_pairs(pair_bytes, max_memory)
-                if sum(c[1] for c in chunk) >= per_chunk:
-                    break
-        if not chunk:
-            return
+                pending = next(batches, None)
 
         def layers(check: bool) -> Iterator[tuple[int, torch.device]]:
             bar = tqdm(range(resolved.num_layers), desc="layers", unit="layer", leave=False, disable=not progress)
@@ -270,9 +275,13 @@ def _streamed(
                 with placement.held(resolved.layers()[layer]):
                     if check:
                         _check_weights(resolved, comps, placement, layers=(layer,), embedding=False)
-                        if bounds is not None:
-                            bounds.add(layer)
                     yield layer, placement.layer_device(layer)
+                    if check and bounds is not None:  # after the batches: never beside their activations
+                        bounds.add(layer, grams)
+                    if grams is not None:
+                        grams.clear()  # the layer's Gram matrices, shared by the protocol and the bounds
+                if check and bounds is not None:
+                    bounds.solve()  # the eigen-solves need only the Gram matrices: the block is released
 
         results = run.chunk([(b, z) for _, b, z in chunk], layers(first))
         first = False
@@ -453,8 +462,9 @@ class _Shared:
     Only attention and the norms are non-linear and need both inputs. A linear map's difference is the map of
     the difference (the bias cancels), so ``ffn_fc1`` and ``ffn_fc2`` work on dz = z_x - z_y alone:
     ||W1 dz||^2 = sum(dz * (dz G)) with the d x d Gram matrix G = W1^T W1, computed once (a quarter of the
-    d x 4d product; for a gated MLP, W1 is the stacked [W_gate; W_up]), and ``ffn_fc2``'s zero-padded input
-    only meets W2's first d columns (one d x d product).
+    d x 4d product; for a gated MLP, W1 is the stacked [W_gate; W_up] and G = W_gate^T W_gate + W_up^T W_up, so
+    the stacked matrix is never built), and ``ffn_fc2``'s zero-padded input only meets W2's first d columns
+    (one d x d product). The bounds need the same G: it is computed once for both (``grams``).
 
     In memory, a batch runs every layer (``__call__``); streamed, a chunk of batches runs one layer at a time
     (``chunk``), and a layer's Gram matrices live while its weights are held.
@@ -466,7 +476,8 @@ class _Shared:
         self.resolved, self.comps = resolved, comps
         self.diff = _PairDiff()
         self.block0 = _Block0(resolved, comps, "attention")
-        self.linear: dict[tuple[int, int], tuple[str, torch.Tensor]] = {}
+        self.linear: dict[tuple[int, int], tuple[str, list[torch.Tensor]]] = {}
+        self.grams: dict[tuple[int, str], torch.Tensor] = {}  # W^T W per (layer, component), shared with the bounds
         self.fns: dict[tuple[int, int], Any] = {}
         self.width: int | None = None
 
@@ -476,15 +487,16 @@ class _Shared:
             if not isinstance(resolved.spec(comp), LinearSpec):
                 self.fns[layer, ci] = component_fn(resolved, layer, comp, self.block0)
                 continue
-            w = linear_matrix(resolved, layer, comp)
-            if w.shape[1] < width:
+            parts = linear_parts(resolved, layer, comp)
+            rows, cols = sum(p.shape[0] for p in parts), parts[0].shape[1]
+            if cols < width:
                 raise InvalidInputError(
-                    f"cannot feed width-{width} tokens to {resolved.paths[comp][layer]} (input width {w.shape[1]})"
+                    f"cannot feed width-{width} tokens to {resolved.paths[comp][layer]} (input width {cols})"
                 )
-            if w.shape[1] == width and w.shape[0] > width:
-                self.linear[layer, ci] = ("gram", gram(w))
+            if cols == width and rows > width:
+                self.linear[layer, ci] = ("gram", [linear_gram(resolved, layer, comp, self.grams)])
             else:
-                self.linear[layer, ci] = ("map", w[:, :width].T)
+                self.linear[layer, ci] = ("map", [p[:, :width].T for p in parts])
 
     def _layer(self, layer: int, z: torch.Tensor, dz: torch.Tensor, b: int, out: torch.Tensor) -> None:
         for ci in range(len(self.comps)):
@@ -492,10 +504,14 @@ class _Shared:
             if linear is None:
                 out[:, layer, ci] = self.diff.norm(self.fns[layer, ci](z), b)
             elif linear[0] == "gram":  # on the layer's device: a device map may place layers apart
-                d = dz.to(linear[1].device, linear[1].dtype)
-                out[:, layer, ci] = (d * (d @ linear[1])).sum((1, 2)).clamp_min(0).sqrt()
-            else:
-                out[:, layer, ci] = _norm(dz.to(linear[1].device) @ linear[1].to(dz.dtype))
+                g = linear[1][0]
+                d = dz.to(g.device, g.dtype)
+                out[:, layer, ci] = (d * (d @ g)).sum((1, 2)).clamp_min(0).sqrt()
+            else:  # the stacked map's output, block by block
+                maps = linear[1]
+                d = dz.to(maps[0].device)
+                mapped = [d @ m.to(dz.dtype) for m in maps]
+                out[:, layer, ci] = _norm(mapped[0] if len(mapped) == 1 else torch.cat(mapped, dim=-1))
 
     def __call__(self, inputs: dict[str, Any], b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         resolved = self.resolved
@@ -524,7 +540,7 @@ class _Shared:
             for (b, z), dz, out in zip(batches, diffs, outs, strict=True):
                 self._layer(layer, z.to(device), dz.to(device), b, out)
             self.fns.clear()
-            self.linear.clear()
+            self.linear.clear()  # views of the layer's weights: gone before the next layer loads
         results = []
         for (_, z), dz, out in zip(batches, diffs, outs, strict=True):
             in_norms = _norm(dz)[:, None, None].expand_as(out)
@@ -533,6 +549,7 @@ class _Shared:
 
     def close(self) -> None:
         self.linear.clear()
+        self.grams.clear()
         self.fns.clear()
         self.diff.buffers.clear()
 

@@ -11,6 +11,8 @@ across every batch of a chunk of pairs, so an offloaded block is read once per c
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,19 +61,24 @@ class Placement:
         """Hold ``module``'s offloaded weights (and its submodules') on their execution devices until exit.
 
         Accelerate's ``align_module_device`` loads them; the hooks are told not to offload after each call
-        meanwhile, so every batch of a chunk runs on weights read once. Without offloaded weights: nothing.
+        meanwhile, so every batch of a chunk runs on weights read once. On exit the weights are released and
+        the C heap's free pages handed back (:func:`release_free_memory`). Without offloaded weights: nothing.
         """
         if not self.offloaded:
             yield
             return
         from accelerate.utils import align_module_device, has_offloaded_params
 
+        loaded = False
         with contextlib.ExitStack() as stack:
             for sub in module.modules():
                 if has_offloaded_params(sub):
                     stack.enter_context(align_module_device(sub))
                     stack.enter_context(_kept(accelerate_hook(sub)))
+                    loaded = True
             yield
+        if loaded:
+            release_free_memory()
 
     def layer_device(self, layer: int) -> torch.device:
         """Where block ``layer`` computes (its hook's execution device, else its weights' device)."""
@@ -82,6 +89,26 @@ class Placement:
         holds at ``pair_bytes`` of activations each, at least one."""
         allowance = _allowance(max_memory, self.device)
         return max(1, allowance // max(1, pair_bytes))
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the operating system: glibc's ``malloc_trim``, elsewhere nothing.
+
+    After its first large free, glibc serves allocations of up to 32 MiB (activations, Gram matrices) from its
+    heap and keeps their pages when they are freed, so a streamed measurement's resident memory crept up by
+    about 0.2 GB over the benchmark's model, block after block, although what it held stayed one block.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):  # not glibc (macOS, musl, Windows): no such call
+        return None
 
 
 @contextlib.contextmanager

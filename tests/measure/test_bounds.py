@@ -83,6 +83,45 @@ def test_spectral_norm_matches_torch_at_every_size(shape: tuple[int, int]) -> No
     assert spectral_norm(w) == pytest.approx(spectral(w.float()), rel=1e-6)
 
 
+def _blocks(rows: tuple[int, ...], cols: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(r, cols, generator=g) / math.sqrt(cols) for r in rows]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=["fp32", "bf16", "fp64"])
+def test_gram_of_stacked_blocks_is_the_gram_of_the_stacked_matrix(dtype: torch.dtype) -> None:
+    """Gate and up are never concatenated: W^T W of W = [W_1; W_2] is summed block by block, in float32 for
+    half-precision blocks (float64 kept)."""
+    from hf_plasticity.measure.bounds import gram
+
+    parts = [p.to(dtype) for p in _blocks((50, 30), 20, seed=5)]
+    stacked = torch.cat(parts).double()  # the definition: the stacked matrix
+    got = gram(parts)
+    assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    torch.testing.assert_close(got.double(), stacked.T @ stacked, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gram(parts[0]).double(), parts[0].double().T @ parts[0].double(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [((340, 300), 300), ((40, 60), 300)], ids=["tall-lanczos", "wide-dense"])
+def test_spectral_norm_of_stacked_blocks_is_that_of_the_stacked_matrix(rows: tuple[int, ...], cols: int) -> None:
+    """Tall (W^T W, summed per block) and wide (W W^T, assembled from W_i W_j^T blocks) stacks alike."""
+    from hf_plasticity.measure.bounds import spectral_norm
+
+    parts = _blocks(rows, cols, seed=sum(rows))
+    parts[0][:, 0] *= 1.05  # a top singular value apart from the cluster
+    assert spectral_norm(parts) == pytest.approx(spectral(torch.cat(parts)), rel=1e-6)
+
+
+def test_top_eigenvalues_of_matrices_of_several_sizes() -> None:
+    """Dense and Lanczos sizes in one call, each matrix's own largest eigenvalue, in the order given."""
+    from hf_plasticity.measure.bounds import top_eigenvalues
+
+    g = torch.Generator().manual_seed(9)
+    mats = [(w := torch.randn(n, n + 7, generator=g, dtype=torch.float64)) @ w.T for n in (12, 300, 20, 270)]
+    expected = torch.stack([torch.linalg.eigvalsh(m)[-1] for m in mats])
+    torch.testing.assert_close(top_eigenvalues(mats), expected, rtol=1e-10, atol=0)
+
+
 def test_attention_bound_follows_the_per_head_formula(measured) -> None:
     model, report, x, y = measured
     z = embedding_outputs(model, x, y)

@@ -146,6 +146,39 @@ def test_each_offloaded_layer_is_read_once_per_chunk(checkpoint: Path, tmp_path:
         assert counter.reads == {"weight": chunks}, name
 
 
+@pytest.mark.parametrize("protocol", ["shared", "in_situ"])
+def test_the_embedding_is_read_for_its_check_and_once_per_chunk(
+    checkpoint: Path, tmp_path: Path, protocol: str
+) -> None:
+    model = _offloaded(checkpoint, tmp_path)
+    embedding, head = (accelerate_hook(m) for m in (model.model.embed_tokens, model.lm_head))
+    embedding.weights_map = reads = _Counting(embedding.weights_map)
+    head.weights_map = head_reads = _Counting(head.weights_map)
+    measure_plasticity(model, DATA, REFERENCE, protocol=protocol, max_memory=8 * PAIR_BYTES[protocol], **OPTIONS)
+    assert reads.reads == {"weight": 1 + 4}  # the weight check, then the 4 chunks' block-0 inputs
+    assert head_reads.reads == {}  # the base model is measured: the LM head is never loaded
+
+
+@pytest.mark.parametrize("protocol", ["shared", "in_situ"])
+def test_one_block_is_resident_at_a_time(checkpoint: Path, tmp_path: Path, protocol: str) -> None:
+    """While a block computes, no other block's weights and not the embedding's are loaded."""
+    model = _offloaded(checkpoint, tmp_path)
+    resident: list[tuple[int, list[str]]] = []
+
+    def record(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+            resident.append((layer, [n for n, p in model.named_parameters() if not p.is_meta]))
+
+        return hook
+
+    for layer, block in enumerate(model.model.layers):
+        block.self_attn.register_forward_pre_hook(record(layer), with_kwargs=True)
+    measure_plasticity(model, DATA, REFERENCE, protocol=protocol, max_memory=8 * PAIR_BYTES[protocol], **OPTIONS)
+    assert [layer for layer, _ in resident] == [0, 0, 1, 1] * 3 + [0, 1]  # chunks of 2, 2, 2 and 1 batches
+    for layer, names in resident:
+        assert names and all(n.startswith(f"model.layers.{layer}.") for n in names), (layer, names)
+
+
 def test_default_allowance_measures_in_one_chunk(checkpoint: Path, tmp_path: Path) -> None:
     model = _offloaded(checkpoint, tmp_path)
     hook = accelerate_hook(model.model.layers[0].mlp.gate_proj)
