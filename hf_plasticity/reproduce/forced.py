@@ -41,19 +41,9 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCES: dict[str, str | None] = {"vit6": None, "vit12": str(REPO / "benchmarks" / "models" / "vit12-fashion-mnist")}
 """Source models: the bundled 6-block ViT, and the 12-block one kept outside the wheel (a source checkout)."""
 ARMS = ("blocks1", "blocks2", "lora25")
-BLOCK_SIGNALS = (
-    "plasticity_in_situ",
-    "plasticity_shared",
-    "inverted",
-    "shuffled",
-    "first",
-    "last",
-    "rgn",
-    "grad_norm",
-    "snr",
-    "kappa",
-)
 LINEAR_SIGNALS = ("plasticity_in_situ", "plasticity_shared", "inverted", "shuffled", "kappa", "snr", "grad_norm")
+BLOCK_SIGNALS = (*LINEAR_SIGNALS, "first", "last", "rgn")
+"""Blocks are chosen by every linear signal (aggregated per block) and by the depth rules and Surgical's RGN."""
 
 
 @dataclass
