@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _timing import peak_resident_bytes
 from _vit import add_model_args, build_vit
 
 CONFIGS = (
@@ -132,7 +132,7 @@ def _measure(args: argparse.Namespace, path: Path) -> str:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_resident_bytes() / 2**20
 
 
 def _run(args: argparse.Namespace) -> dict[str, float]:

@@ -11,7 +11,6 @@ streamed chunk, over the time). ``--dry-run`` runs the same code on the CPU at t
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _timing import peak_resident_bytes
 from bench_stream import write_model
 
 FULL = {
@@ -36,7 +36,7 @@ DRY = {
 def peak(device: torch.device) -> str:
     if device.type == "cuda":
         return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-    return f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (CPU)"
+    return f"peak resident memory {peak_resident_bytes() / 2**30:.2f} GiB (CPU)"
 
 
 def sync(device: torch.device) -> None:

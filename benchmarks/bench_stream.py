@@ -3,7 +3,7 @@
 A random Llama-shaped causal LM (hidden 2048, 8 layers, MLP 5632, vocabulary 32,000, float32: about 2.2 GB of
 safetensors) is written to disk one layer shard at a time, so writing it never holds the whole model. Each
 contender runs in its own subprocess, which loads the model, measures once to warm the page cache, then times a
-second measurement; its peak resident memory (``resource.getrusage``) covers the whole process:
+second measurement; its peak resident memory (its own high-water mark) covers the whole process:
 
 - ``in memory``: ``from_pretrained(folder)``, every weight in RAM;
 - ``streamed``: ``from_pretrained(folder, device_map="auto", max_memory={"cpu": ...}, offload_folder=...)``, so
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import peak_resident_bytes
 
 PROTOCOLS = ("shared", "in_situ")
 
@@ -96,7 +98,7 @@ def run_one(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     report = measure_plasticity(model, y, x, **options)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    peak = peak_resident_bytes()
     print(json.dumps({"seconds": seconds, "peak_rss": peak, "mean": report.mean.tolist()}))
 
 
