@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (the advertised names); __g
     from .tuner import (
         PlasticityConfig,
         allocate_ranks,
+        find_gradient_target_modules,
         find_plasticity_target_modules,
         find_plasticity_trainable_modules,
         load_adapter,
@@ -84,6 +85,7 @@ _LAZY = {
             "PlasticityConfig",
             "PlasticityModel",
             "allocate_ranks",
+            "find_gradient_target_modules",
             "find_plasticity_target_modules",
             "find_plasticity_trainable_modules",
             "load_adapter",
@@ -210,6 +212,7 @@ __all__ = [
     "attach_report",
     "build_model_card",
     "export_merged",
+    "find_gradient_target_modules",
     "find_plasticity_target_modules",
     "find_plasticity_trainable_modules",
     "finetune",

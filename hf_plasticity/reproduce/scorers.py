@@ -21,7 +21,7 @@ from torch import nn
 from ..components import rank_components, resolve_components
 from ..errors import InvalidInputError
 from ..report.report import PlasticityReport
-from ..tuner.targets import block_linears, block_plasticity, plasticity_linear_scores
+from ..tuner.targets import block_linears, block_plasticity, gradient_linear_scores, plasticity_linear_scores
 
 Unit = Literal["linear", "block"]
 
@@ -185,9 +185,11 @@ def _gradients(ctx: ScoreContext) -> list[dict[str, torch.Tensor]]:
 
 
 def grad_norm(ctx: ScoreContext) -> dict[str, float]:
-    """s_m = mean over batches of ||grad W_m||_F per linear; a block scores the sum of s_m^2 over its linears."""
-    grads = _gradients(ctx)
-    per = {lin: float(np.mean([g[f"{lin}.weight"].norm().item() for g in grads])) for lin in block_linears(ctx.model)}
+    """s_m = mean over batches of ||grad W_m||_F per linear (the package's gradient scores); a block scores the
+    sum of s_m^2 over its linears."""
+    if not ctx.batches:
+        raise InvalidInputError("gradient signals need labelled training batches (ScoreContext.batches)")
+    per = gradient_linear_scores(ctx.model, ctx.batches)
     if ctx.unit == "linear":
         return per
     return {u: float(sum(per[m] ** 2 for m in ms)) for u, ms in ctx.members().items()}

@@ -20,7 +20,7 @@ from .lora_config import DEFAULT_LORA_BUDGET, allocate_ranks, plasticity_lora_co
 from .model import PlasticityModel
 from .registration import register
 from .selection import Selection, select_modules
-from .targets import find_plasticity_target_modules, find_plasticity_trainable_modules
+from .targets import find_gradient_target_modules, find_plasticity_target_modules, find_plasticity_trainable_modules
 
 register()
 
@@ -106,6 +106,7 @@ __all__ = [
     "allocate_ranks",
     "axolotl_unfrozen_parameters",
     "check_adapter_folder",
+    "find_gradient_target_modules",
     "find_plasticity_target_modules",
     "find_plasticity_trainable_modules",
     "load_adapter",

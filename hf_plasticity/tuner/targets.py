@@ -4,7 +4,9 @@
 ``find_plasticity_trainable_modules`` answers "which modules (or whole blocks) to train at full rank". Both
 rank by the measured per-(layer, component) plasticity through the package's one ranking rule, and count a
 fraction the way KappaTune does (``max(1, floor(N * top_p))``), so the two helpers are interchangeable in a
-script that already uses PEFT's.
+script that already uses PEFT's. ``find_gradient_target_modules`` ranks the same linears by gradient norm over
+a few labelled batches: where the benchmark forces the choice (LoRA on a quarter of the linears) that signal
+chose better than plasticity, so a user with labels at hand gets it in the same shape.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..components import rank_components, resolve_components
@@ -113,6 +117,86 @@ def find_plasticity_target_modules(
     scores = plasticity_linear_scores(model, report, signal)
     if not scores:
         raise InvalidInputError("the report scores no linear of this model; measure this model (or its shape) again")
+    ranked = rank_components(scores)
+    return {"target_modules": ranked[: count_of(len(ranked), top_p, num_modules)]}
+
+
+def gradient_linear_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Each block linear's ``||dL/dW||_F`` averaged over ``batches``, L the loss the model returns for a batch.
+
+    A batch is the keyword arguments of the model's forward, labels included (``{"pixel_values": ..., "labels":
+    ...}``, ``{"input_ids": ..., "labels": ...}``); tensors are moved to the model's device. One backward pass per
+    batch with only the block linears' weights requiring gradients (a weight's gradient does not depend on which
+    other parameters require one), in the model's current train/eval mode. The model's ``requires_grad`` flags
+    and ``.grad`` tensors are as they were afterwards. A linear the loss does not reach scores 0.
+    """
+    weights: dict[str, torch.Tensor] = {lin: _linear(model, lin).weight for lin in block_linears(model)}
+    params = list(model.parameters())
+    saved = [(p.requires_grad, p.grad) for p in params]
+    device = params[0].device if params else torch.device("cpu")
+    sums = dict.fromkeys(weights, 0.0)
+    count = 0
+    try:
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+        for w in weights.values():
+            w.requires_grad_(True)
+        for batch in batches:
+            _batch_loss(model, batch, device).backward()
+            for lin, w in weights.items():
+                if w.grad is not None:
+                    sums[lin] += float(w.grad.norm())
+                    w.grad = None
+            count += 1
+    finally:
+        for p, (flag, grad) in zip(params, saved, strict=True):
+            p.requires_grad_(flag)
+            p.grad = grad
+    if count == 0:
+        raise InvalidInputError(
+            "batches is empty; pass a few labelled batches, e.g. [{'pixel_values': images, 'labels': labels}]"
+        )
+    return {lin: total / count for lin, total in sums.items()}
+
+
+def _linear(model: nn.Module, path: str) -> nn.Linear:
+    module = model.get_submodule(path)
+    assert isinstance(module, nn.Linear)  # block_linears lists nn.Linear modules only
+    return module
+
+
+def _batch_loss(model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
+    if not isinstance(batch, Mapping):
+        raise InvalidInputError(
+            f"each batch must be a dict of the model's inputs with labels, not {type(batch).__name__}; e.g. "
+            "{'pixel_values': images, 'labels': labels}"
+        )
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    output = model(**inputs)
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    if not isinstance(loss, torch.Tensor):
+        raise InvalidInputError(
+            f"the model returned no loss for a batch with keys {sorted(batch)}; include its labels ('labels': ...)"
+        )
+    return loss
+
+
+def find_gradient_target_modules(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    top_p: float | None = None,
+    num_modules: int | None = None,
+) -> dict[str, Any]:
+    """LoRA targets ranked by gradient norm (:func:`gradient_linear_scores`), as a dict for ``peft.LoraConfig``.
+
+    Counting is :func:`find_plasticity_target_modules`'s: ``max(1, floor(N * top_p))`` of the ``N`` block
+    linears, or ``num_modules``, largest gradient norm first; returns ``{"target_modules": [...]}``.
+
+    Example: ``LoraConfig(**find_gradient_target_modules(model, batches, top_p=0.25), r=8)``.
+    """
+    scores = gradient_linear_scores(model, batches)
     ranked = rank_components(scores)
     return {"target_modules": ranked[: count_of(len(ranked), top_p, num_modules)]}
 

@@ -24,6 +24,7 @@ from torch import nn
 from hf_plasticity import (
     InvalidInputError,
     PlasticityReport,
+    find_gradient_target_modules,
     find_plasticity_target_modules,
     find_plasticity_trainable_modules,
     measure_plasticity,
@@ -162,3 +163,66 @@ def test_lora_targets_load_as_a_plain_peft_adapter_in_a_fresh_process(report, tm
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+# --------------------------------------------------------------------------------------------- gradient norms
+def labelled_batches(n: int = 2, size: int = 4) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(11)
+    return [
+        {
+            "pixel_values": pixels(size, seed=20 + i),
+            "labels": torch.randint(0, TINY["num_labels"], (size,), generator=g),
+        }
+        for i in range(n)
+    ]
+
+
+def gradient_norms_by_definition(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Mean over batches of ||dL/dW||_F for every nn.Linear under vit.layers, L the model's own loss."""
+    names = [n for n, m in model.named_modules() if n.startswith("vit.layers.") and isinstance(m, nn.Linear)]
+    weights = [model.get_submodule(n).weight for n in names]
+    sums = dict.fromkeys(names, 0.0)
+    for batch in batches:
+        grads = torch.autograd.grad(model(**batch).loss, weights)
+        for n, grad in zip(names, grads, strict=True):
+            sums[n] += float(grad.norm())
+    return {n: v / len(batches) for n, v in sums.items()}
+
+
+@pytest.mark.parametrize(("top_p", "num_modules"), [(0.25, None), (1.0, None), (None, 5)])
+def test_gradient_targets_rank_linears_by_mean_gradient_norm(top_p, num_modules) -> None:
+    model = TINY_MODELS["vit"]().eval()
+    batches = labelled_batches()
+    scores = gradient_norms_by_definition(model, batches)
+    assert len(scores) == 12
+    found = find_gradient_target_modules(model, batches, top_p=top_p, num_modules=num_modules)
+    count = num_modules if num_modules is not None else max(1, math.floor(12 * top_p))
+    assert found == {"target_modules": by_definition(scores, count)}
+    peft_model = get_peft_model(model, LoraConfig(**found, r=2))
+    assert sum("lora_A" in n for n, _ in peft_model.named_parameters()) == count
+
+
+def test_gradient_targets_leave_flags_and_gradients_as_they_were() -> None:
+    model = TINY_MODELS["vit"]().eval()
+    frozen = "vit.layers.0.attention.q_proj.weight"
+    params = dict(model.named_parameters())
+    params[frozen].requires_grad_(False)
+    marker = torch.full_like(params["classifier.weight"], 3.0)
+    params["classifier.weight"].grad = marker
+    find_gradient_target_modules(model, labelled_batches(1), num_modules=1)
+    assert [n for n, p in model.named_parameters() if not p.requires_grad] == [frozen]
+    assert params["classifier.weight"].grad is marker
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "classifier.weight")
+
+
+@pytest.mark.parametrize(
+    ("batches", "match"),
+    [
+        ([], "batches is empty"),
+        ([{"pixel_values": pixels(2)}], "no loss"),
+        ([pixels(2)], "dict of the model's inputs"),
+    ],
+)
+def test_gradient_targets_refuse_unlabelled_or_missing_batches(batches, match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        find_gradient_target_modules(TINY_MODELS["vit"](), batches, top_p=0.25)
