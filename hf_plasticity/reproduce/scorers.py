@@ -21,7 +21,13 @@ from torch import nn
 from ..components import rank_components, resolve_components
 from ..errors import InvalidInputError
 from ..report.report import PlasticityReport
-from ..tuner.targets import block_linears, block_plasticity, gradient_linear_scores, plasticity_linear_scores
+from ..tuner.targets import (
+    block_linears,
+    block_plasticity,
+    gradient_linear_scores,
+    gradient_norms,
+    plasticity_linear_scores,
+)
 
 Unit = Literal["linear", "block"]
 
@@ -162,33 +168,15 @@ def snr(ctx: ScoreContext) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------- gradients
-def _gradients(ctx: ScoreContext) -> list[dict[str, torch.Tensor]]:
-    """Per batch, every parameter's gradient of the labelled cross-entropy: one backward pass per batch."""
+def _need_batches(ctx: ScoreContext) -> None:
     if not ctx.batches:
         raise InvalidInputError("gradient signals need labelled training batches (ScoreContext.batches)")
-    model = ctx.model
-    params = dict(model.named_parameters())
-    flags = {n: p.requires_grad for n, p in params.items()}
-    for p in params.values():
-        p.requires_grad_(True)
-    out = []
-    try:
-        for batch in ctx.batches:
-            model.zero_grad(set_to_none=True)
-            model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss.backward()
-            out.append({n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None})
-    finally:
-        model.zero_grad(set_to_none=True)
-        for n, p in params.items():
-            p.requires_grad_(flags[n])
-    return out
 
 
 def grad_norm(ctx: ScoreContext) -> dict[str, float]:
     """s_m = mean over batches of ||grad W_m||_F per linear (the package's gradient scores); a block scores the
     sum of s_m^2 over its linears."""
-    if not ctx.batches:
-        raise InvalidInputError("gradient signals need labelled training batches (ScoreContext.batches)")
+    _need_batches(ctx)
     per = gradient_linear_scores(ctx.model, ctx.batches)
     if ctx.unit == "linear":
         return per
@@ -196,17 +184,18 @@ def grad_norm(ctx: ScoreContext) -> dict[str, float]:
 
 
 def rgn(ctx: ScoreContext) -> dict[str, float]:
-    """Surgical fine-tuning's relative gradient norm ||g|| / ||theta|| per tensor, averaged over batches; a
-    block scores the mean over its tensors (weights and biases, LayerNorms included), a linear its weight's."""
-    grads = _gradients(ctx)
+    """Surgical fine-tuning's relative gradient norm ||g|| / ||theta|| per tensor, averaged over batches (theta
+    is fixed, so the mean of ||g|| over ||theta||); a block scores the mean over its tensors (weights and
+    biases, LayerNorms included), a linear its weight's."""
+    _need_batches(ctx)
     params = dict(ctx.model.named_parameters())
-
-    def relative(name: str) -> float:
-        return float(np.mean([(g[name].norm() / params[name].detach().norm()).item() for g in grads]))
-
+    names = list(params) if ctx.unit == "block" else [f"{lin}.weight" for lin in block_linears(ctx.model)]
+    grads = gradient_norms(ctx.model, ctx.batches, names)
+    # a zero tensor (a bias initialised to 0) gives inf or nan, as the ratio of tensors always has
+    relative = {n: float(torch.tensor(grads[n]) / params[n].detach().norm()) for n in names}
     if ctx.unit == "linear":
-        return {lin: relative(f"{lin}.weight") for lin in block_linears(ctx.model)}
-    return {u: float(np.mean([relative(n) for n in params if n.startswith(u + ".")])) for u in ctx.units()}
+        return {lin: relative[f"{lin}.weight"] for lin in block_linears(ctx.model)}
+    return {u: float(np.mean([relative[n] for n in params if n.startswith(u + ".")])) for u in ctx.units()}
 
 
 @dataclass(frozen=True)

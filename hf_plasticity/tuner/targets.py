@@ -125,29 +125,43 @@ def gradient_linear_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]
     """Each block linear's ``||dL/dW||_F`` averaged over ``batches``, L the loss the model returns for a batch.
 
     A batch is the keyword arguments of the model's forward, labels included (``{"pixel_values": ..., "labels":
-    ...}``, ``{"input_ids": ..., "labels": ...}``); tensors are moved to the model's device. One backward pass per
-    batch with only the block linears' weights requiring gradients (a weight's gradient does not depend on which
-    other parameters require one), in the model's current train/eval mode. The model's ``requires_grad`` flags
-    and ``.grad`` tensors are as they were afterwards. A linear the loss does not reach scores 0.
+    ...}``, ``{"input_ids": ..., "labels": ...}``); tensors are moved to the model's device. A linear the loss
+    does not reach scores 0. See :func:`gradient_norms` for what the backward passes leave behind (nothing).
     """
-    weights: dict[str, torch.Tensor] = {lin: _linear(model, lin).weight for lin in block_linears(model)}
-    params = list(model.parameters())
+    linears = list(block_linears(model))
+    norms = gradient_norms(model, batches, [f"{lin}.weight" for lin in linears])
+    return {lin: norms[f"{lin}.weight"] for lin in linears}
+
+
+def gradient_norms(model: nn.Module, batches: Iterable[Mapping[str, Any]], names: list[str]) -> dict[str, float]:
+    """``||dL/dp||_F`` of each named parameter, averaged over ``batches``: one backward pass per batch.
+
+    Only the named parameters require gradients meanwhile (a parameter's gradient does not depend on which
+    others require one), in the model's current train/eval mode; the model's ``requires_grad`` flags and
+    ``.grad`` tensors are as they were afterwards.
+    """
+    named = dict(model.named_parameters())
+    missing = [n for n in names if n not in named]
+    if missing:
+        raise InvalidInputError(f"the model has no parameters {missing[:3]}; name them as named_parameters() does")
+    params = list(named.values())
     saved = [(p.requires_grad, p.grad) for p in params]
     device = params[0].device if params else torch.device("cpu")
-    sums = dict.fromkeys(weights, 0.0)
+    sums = dict.fromkeys(names, 0.0)
     count = 0
     try:
         for p in params:
             p.requires_grad_(False)
             p.grad = None
-        for w in weights.values():
-            w.requires_grad_(True)
+        for n in names:
+            named[n].requires_grad_(True)
         for batch in batches:
             _batch_loss(model, batch, device).backward()
-            for lin, w in weights.items():
-                if w.grad is not None:
-                    sums[lin] += float(w.grad.norm())
-                    w.grad = None
+            for n in names:
+                grad = named[n].grad
+                if grad is not None:
+                    sums[n] += float(grad.norm())
+                    named[n].grad = None
             count += 1
     finally:
         for p, (flag, grad) in zip(params, saved, strict=True):
@@ -157,13 +171,7 @@ def gradient_linear_scores(model: nn.Module, batches: Iterable[Mapping[str, Any]
         raise InvalidInputError(
             "batches is empty; pass a few labelled batches, e.g. [{'pixel_values': images, 'labels': labels}]"
         )
-    return {lin: total / count for lin, total in sums.items()}
-
-
-def _linear(model: nn.Module, path: str) -> nn.Linear:
-    module = model.get_submodule(path)
-    assert isinstance(module, nn.Linear)  # block_linears lists nn.Linear modules only
-    return module
+    return {n: total / count for n, total in sums.items()}
 
 
 def _batch_loss(model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
