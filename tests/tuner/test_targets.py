@@ -226,3 +226,10 @@ def test_gradient_targets_leave_flags_and_gradients_as_they_were() -> None:
 def test_gradient_targets_refuse_unlabelled_or_missing_batches(batches, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         find_gradient_target_modules(TINY_MODELS["vit"](), batches, top_p=0.25)
+
+
+def test_gradient_norms_name_a_parameter_the_model_lacks() -> None:
+    from hf_plasticity.tuner.targets import gradient_norms
+
+    with pytest.raises(InvalidInputError, match="no parameters"):
+        gradient_norms(TINY_MODELS["vit"](), labelled_batches(1), ["vit.layers.9.mlp.fc1.weight"])
